@@ -1,0 +1,141 @@
+from django.contrib import admin
+
+from materials import models
+
+
+@admin.register(models.Material)
+class MaterialAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "reduced_formula",
+        "mp_id",
+        "materiae_id",
+        "amcsd_id",
+        "space_group_number",
+        "crystal_system",
+        "label",
+        "has_spectra",
+        "source",
+    ]
+    list_filter = ["label", "has_spectra", "source", "crystal_system", "structure_source"]
+    search_fields = ["reduced_formula", "formula", "mp_id", "materiae_id", "=amcsd_id"]
+    readonly_fields = ["elements_key", "created"]
+    list_per_page = 50
+    show_full_result_count = False
+
+
+@admin.register(models.Spectrum)
+class SpectrumAdmin(admin.ModelAdmin):
+    list_display = ["id", "material", "element", "edge", "source", "npoints", "source_release", "created"]
+    list_filter = ["source", "edge", "element"]
+    search_fields = ["material__reduced_formula", "material__mp_id", "element"]
+    list_select_related = ["material"]
+    raw_id_fields = ["material"]
+    show_full_result_count = False
+
+
+@admin.register(models.TopologyLabel)
+class TopologyLabelAdmin(admin.ModelAdmin):
+    list_display = ["id", "material", "catalogue", "raw_class", "binary_class", "tags", "source_release"]
+    list_filter = ["catalogue", "binary_class", "raw_class"]
+    search_fields = ["material__reduced_formula", "material__mp_id", "material__materiae_id"]
+    list_select_related = ["material"]
+    raw_id_fields = ["material"]
+    show_full_result_count = False
+
+
+class SplitAssignmentInline(admin.TabularInline):
+    model = models.SplitAssignment
+    raw_id_fields = ["material"]
+    extra = 0
+    max_num = 0
+    show_change_link = False
+
+
+@admin.register(models.Dataset)
+class DatasetAdmin(admin.ModelAdmin):
+    list_display = ["id", "name", "method", "seed", "content_hash", "counts", "created"]
+    search_fields = ["name", "content_hash"]
+
+
+@admin.register(models.SplitAssignment)
+class SplitAssignmentAdmin(admin.ModelAdmin):
+    list_display = ["id", "dataset", "material", "subset"]
+    list_filter = ["dataset", "subset"]
+    raw_id_fields = ["material"]
+    list_select_related = ["dataset", "material"]
+    show_full_result_count = False
+
+
+@admin.register(models.ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "kind",
+        "name",
+        "status",
+        "is_production",
+        "threshold",
+        "dataset",
+        "split_hash_short",
+        "code_version",
+        "created",
+    ]
+    list_filter = ["kind", "status", "is_production"]
+    search_fields = ["name", "split_hash", "dataset_hash"]
+    readonly_fields = [
+        "is_production",
+        "artifact_sha256",
+        "dataset_hash",
+        "split_hash",
+        "code_version",
+        "library_versions",
+        "metrics",
+        "created",
+    ]
+
+    @admin.display(description="split hash")
+    def split_hash_short(self, obj):
+        return obj.split_hash[:10]
+
+
+@admin.register(models.TrainingRun)
+class TrainingRunAdmin(admin.ModelAdmin):
+    list_display = ["id", "model_version", "status", "epoch", "total_epochs", "progress", "created", "finished"]
+    list_filter = ["status"]
+    readonly_fields = ["history", "error", "celery_task_id"]
+    list_select_related = ["model_version"]
+
+
+@admin.register(models.Prediction)
+class PredictionAdmin(admin.ModelAdmin):
+    list_display = ["id", "material", "model_version", "probability", "predicted_class", "created"]
+    list_filter = ["predicted_class", "model_version"]
+    search_fields = ["material__reduced_formula", "material__mp_id"]
+    raw_id_fields = ["material", "model_version"]
+    list_select_related = ["material", "model_version"]
+    show_full_result_count = False
+
+
+@admin.register(models.ElementMetric)
+class ElementMetricAdmin(admin.ModelAdmin):
+    list_display = ["id", "model_version", "element", "subset", "target_class", "recall", "precision", "f1", "support"]
+    list_filter = ["subset", "target_class", "model_version"]
+    search_fields = ["element"]
+
+
+@admin.register(models.ScreeningBatch)
+class ScreeningBatchAdmin(admin.ModelAdmin):
+    list_display = ["id", "name", "status", "progress", "stage_counts", "model_version", "created"]
+    list_filter = ["status"]
+    search_fields = ["name", "source"]
+    readonly_fields = ["stage_counts", "rejected", "error"]
+    filter_horizontal = []
+    raw_id_fields = ["materials"]
+
+
+@admin.register(models.Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ["id", "kind", "status", "progress", "progress_message", "created", "finished"]
+    list_filter = ["kind", "status"]
+    readonly_fields = ["parameters", "result", "error", "celery_task_id"]

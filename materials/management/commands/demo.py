@@ -1,0 +1,67 @@
+import secrets
+import time
+
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from materials.models import Material
+
+
+class Command(BaseCommand):
+    help = "The embedded demo: load the bundled data, train, screen, and create an admin login."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the model's)")
+
+    def handle(self, *args, epochs, **options):
+        timings = {}
+
+        def step(name, function):
+            started = time.perf_counter()
+            self.stdout.write(self.style.MIGRATE_HEADING(f"==> {name}"))
+            function()
+            timings[name] = time.perf_counter() - started
+
+        step("load bundled data", lambda: call_command("load_bundled", stdout=self.stdout))
+        for name, command in self.pipeline_steps(epochs):
+            step(name, command)
+        password = self.ensure_admin()
+        self.stdout.write(self.style.MIGRATE_HEADING("==> timings"))
+        for name, seconds in timings.items():
+            self.stdout.write(f"  {name:28s} {seconds:7.1f} s")
+        count = Material.objects.count()
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"\n{count} materials loaded. Open http://127.0.0.1:8000/ "
+                f"(admin: http://127.0.0.1:8000/admin/ user 'admin', password {password!r})"
+            )
+        )
+
+    def pipeline_steps(self, epochs):
+        """Training and screening, as far as the app has them."""
+        from django.core.management import get_commands
+
+        commands = get_commands()
+        steps = []
+        if "train" in commands:
+            options = {"kind": "cnn-sg", "promote": True}
+            if epochs:
+                options["epochs"] = epochs
+            steps.append(("train CNN-sg", lambda: call_command("train", stdout=self.stdout, **options)))
+        else:
+            self.stdout.write(self.style.WARNING("skipped: training (manage.py train is not available yet)"))
+        if "screen_demo" in commands:
+            steps.append(("screen a small real release", lambda: call_command("screen_demo", stdout=self.stdout)))
+        else:
+            self.stdout.write(self.style.WARNING("skipped: screening (manage.py screen_demo is not available yet)"))
+        return steps
+
+    def ensure_admin(self) -> str:
+        """Create (or reset) the demo superuser with a fresh random password."""
+        password = secrets.token_urlsafe(9)
+        user, _ = get_user_model().objects.get_or_create(username="admin", defaults={"email": "admin@localhost"})
+        user.is_staff = user.is_superuser = True
+        user.set_password(password)
+        user.save()
+        return password
