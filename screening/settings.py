@@ -149,12 +149,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "7200"))}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# One task module per queue; GPU workers consume only "train".
 CELERY_TASK_ROUTES = {
-    "materials.tasks.ingest_*": {"queue": "ingest"},
-    "materials.tasks.compute_spectrum": {"queue": "feff"},
-    "materials.tasks.train_*": {"queue": "train"},
-    "materials.tasks.classify_*": {"queue": "classify"},
-    "materials.tasks.screen_*": {"queue": "classify"},
+    "materials.tasks.ingest.*": {"queue": "ingest"},
+    "materials.tasks.feff.*": {"queue": "feff"},
+    "materials.tasks.training.*": {"queue": "train"},
+    "materials.tasks.classify.*": {"queue": "classify"},
 }
 CELERY_TASK_QUEUES_ALL = ["default", "ingest", "feff", "train", "classify"]
 
@@ -169,7 +169,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["materials.api_permissions.ReadPublicWriteAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["materials.api.permissions.ReadPublicWriteAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",

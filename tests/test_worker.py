@@ -4,7 +4,7 @@ writes its result to the (PostgreSQL) test database."""
 import pytest
 
 from materials.models import Job, Material, Status, TopologyLabel
-from materials.tasks import refresh_material_labels
+from materials.tasks.maintenance import refresh_material_labels
 from tests.workers import celery_worker, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]

@@ -1,20 +1,13 @@
-"""Celery tasks: thin wrappers that take ids, call one function of the app, and
-record status on the tracked row (pending → running → done | failed).
-
-Every task is safe to re-run: a finished row is left alone, and the functions they
-call are idempotent. Enqueue with ``enqueue_on_commit`` so a worker never sees an id
-before the transaction that created it has committed.
-"""
+"""What every task shares: status tracking and enqueueing on commit."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 
-from celery import shared_task
 from django.db import transaction
 
-from materials.models import Job, Status, TopologyLabel
+from materials.models import Status
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +33,3 @@ def run_tracked(row, work: Callable[[], dict | None]) -> None:
         row.result = result
         row.save(update_fields=["result"])
     row.mark_done()
-
-
-@shared_task(time_limit=600)
-def refresh_material_labels(job_id: int) -> None:
-    """Recompute every material's training label from its catalogue labels."""
-    job = Job.objects.get(pk=job_id)
-    run_tracked(job, lambda: {"changed": TopologyLabel.objects.refresh_material_labels()})
