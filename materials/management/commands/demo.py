@@ -45,7 +45,7 @@ class Command(BaseCommand):
         commands = get_commands()
         steps = []
         if "train" in commands:
-            options = {"kind": "cnn-sg", "promote": True}
+            options = {"kind": "cnn-sg", "promote_after": True}
             if epochs:
                 options["epochs"] = epochs
             steps.append(("train CNN-sg", lambda: call_command("train", stdout=self.stdout, **options)))

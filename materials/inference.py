@@ -1,0 +1,158 @@
+"""Predictions: batch classification of stored materials, and classifying one
+submitted material with per-element contributions.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+from django.db import connection, transaction
+from django.utils import timezone
+
+from materials.arrays import MaterialRecords, load_records
+from materials.artifacts import ModelBundle, read_bundle
+from materials.models import TOPOLOGICAL, TRIVIAL, ElementMetric, Material, ModelVersion, Prediction
+from materials.training import SPECTRAL_KINDS, transform_records
+
+logger = logging.getLogger(__name__)
+
+CHUNK_SIZE = 10_000
+
+
+@lru_cache(maxsize=4)
+def _cached_bundle(name: str, sha256: str) -> ModelBundle:
+    return read_bundle(name, sha256)
+
+
+def load_bundle(version: ModelVersion) -> ModelBundle:
+    """The version's model and preprocessor, cached per artifact checksum."""
+    if not version.artifact:
+        raise ValueError(f"model {version.pk} has no artifact (status {version.status})")
+    return _cached_bundle(version.artifact.name, version.artifact_sha256)
+
+
+def predict_records(version: ModelVersion, records: MaterialRecords) -> np.ndarray:
+    """P(topological) for each material in ``records``."""
+    if len(records) == 0:
+        return np.zeros(0)
+    bundle = load_bundle(version)
+    return np.asarray(bundle.model.predict_proba(transform_records(bundle.preprocessor, records)), dtype=np.float64)
+
+
+def classifiable_materials(version: ModelVersion):
+    """Materials this model can classify: complete spectra for spectral models,
+    any material with a space group for the type-only baseline."""
+    materials = Material.objects.exclude(space_group_number=None)
+    if version.kind in SPECTRAL_KINDS:
+        materials = materials.filter(has_spectra=True)
+    return materials
+
+
+def unpredicted_ids(version: ModelVersion) -> list[int]:
+    done = Prediction.objects.filter(model_version=version).values("material_id")
+    return list(classifiable_materials(version).exclude(pk__in=done).order_by("id").values_list("id", flat=True))
+
+
+def classify_ids(version: ModelVersion, material_ids: list[int]) -> int:
+    """Predict and store the given materials; returns how many rows were written."""
+    if not material_ids:
+        return 0
+    records = load_records(material_ids, with_spectra=version.kind in SPECTRAL_KINDS)
+    probabilities = predict_records(version, records)
+    return write_predictions(version, records.material_ids, probabilities)
+
+
+def write_predictions(version: ModelVersion, material_ids: np.ndarray, probabilities: np.ndarray) -> int:
+    """Store predictions in bulk; an existing (material, model) prediction is kept.
+
+    On PostgreSQL the rows go through COPY into a temporary table and one
+    ``INSERT … ON CONFLICT DO NOTHING``; elsewhere through ``bulk_create``. Either
+    way concurrent workers writing the same materials cannot create duplicates: the
+    unique constraint on (material, model_version) decides.
+    """
+    classes = np.where(probabilities >= version.threshold, TOPOLOGICAL, TRIVIAL)
+    now = timezone.now()
+    if connection.vendor == "postgresql":
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE TEMP TABLE prediction_load (material_id bigint, probability double precision, "
+                "predicted_class varchar(16)) ON COMMIT DROP"
+            )
+            buffer = io.StringIO()
+            for pk, p, c in zip(material_ids.tolist(), probabilities.tolist(), classes.tolist(), strict=True):
+                buffer.write(f"{pk}\t{p!r}\t{c}\n")
+            with cursor.cursor.copy("COPY prediction_load FROM STDIN") as copy:
+                copy.write(buffer.getvalue())
+            cursor.execute(
+                f"INSERT INTO {Prediction._meta.db_table} (material_id, model_version_id, probability, "
+                "predicted_class, created) SELECT material_id, %s, probability, predicted_class, %s "
+                "FROM prediction_load ON CONFLICT (material_id, model_version_id) DO NOTHING",
+                [version.pk, now],
+            )
+            return cursor.rowcount
+    rows = [
+        Prediction(material_id=pk, model_version=version, probability=p, predicted_class=c, created=now)
+        for pk, p, c in zip(material_ids.tolist(), probabilities.tolist(), classes.tolist(), strict=True)
+    ]
+    before = Prediction.objects.filter(model_version=version).count()
+    Prediction.objects.bulk_create(rows, batch_size=5000, ignore_conflicts=True)
+    return Prediction.objects.filter(model_version=version).count() - before
+
+
+def chunked(values: list[int], size: int = CHUNK_SIZE) -> list[list[int]]:
+    return [values[start : start + size] for start in range(0, len(values), size)]
+
+
+# --- One submitted material -------------------------------------------------------
+
+
+@dataclass
+class Classification:
+    probability: float
+    predicted_class: str
+    threshold: float
+    model_version: int
+    elements: list[str]
+    missing_elements: list[str] = field(default_factory=list)
+    contributions: dict[str, float] = field(default_factory=dict)
+    trust: dict[str, dict] = field(default_factory=dict)
+
+
+def element_trust(version: ModelVersion, elements) -> dict[str, dict]:
+    """Validation recall and support of each element, for both classes."""
+    trust: dict[str, dict] = {element: {} for element in elements}
+    metrics = ElementMetric.objects.filter(model_version=version, subset="validation", element__in=list(elements))
+    for metric in metrics:
+        trust[metric.element][metric.target_class] = {"recall": metric.recall, "support": metric.support}
+    return trust
+
+
+def classify_material(version: ModelVersion, records: MaterialRecords, composition_elements=None) -> Classification:
+    """Classify one material (``records`` of length 1) and explain it.
+
+    Each element's contribution is the change in P(topological) when that element's
+    spectrum is left out (positive: the spectrum pushes towards topological).
+    Elements of the composition without a spectrum are reported as missing.
+    """
+    probability = float(predict_records(version, records)[0])
+    present = [spectrum.element for spectrum in records.spectra[0]]
+    contributions = {}
+    if version.kind in SPECTRAL_KINDS and len(present) > 1:
+        for element in present:
+            without = float(predict_records(version, records.drop_element(0, element))[0])
+            contributions[element] = probability - without
+    expected = set(composition_elements or records.compositions[0])
+    return Classification(
+        probability=probability,
+        predicted_class=TOPOLOGICAL if probability >= version.threshold else TRIVIAL,
+        threshold=version.threshold,
+        model_version=version.pk,
+        elements=present,
+        missing_elements=sorted(expected - set(present)),
+        contributions=contributions,
+        trust=element_trust(version, present or expected),
+    )

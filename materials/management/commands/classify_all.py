@@ -1,0 +1,35 @@
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from materials.models import Job, ModelVersion
+from materials.tasks.base import enqueue_on_commit
+from materials.tasks.classify import classify_all
+
+
+class Command(BaseCommand):
+    help = "Predict every material that lacks a prediction from the production model (or --model ID)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--model", type=int, help="model version id (default: production)")
+        parser.add_argument("--chunk-size", type=int, default=10_000)
+
+    def handle(self, *args, model, chunk_size, **options):
+        version = ModelVersion.objects.filter(pk=model).first() if model else ModelVersion.objects.production()
+        if version is None:
+            raise CommandError("no such model" if model else "no production model; promote one first")
+        job = Job.objects.create(kind=Job.Kind.CLASSIFY, parameters={"model_version": version.pk})
+        enqueue_on_commit(classify_all, job.pk, version.pk, chunk_size)
+        while True:
+            job.refresh_from_db()
+            if job.is_finished:
+                break
+            time.sleep(1)
+        if job.status == "failed":
+            raise CommandError(f"classification failed: {job.error}")
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"{job.result.get('predicted', 0)} new predictions from {version} "
+                f"in {job.result.get('chunks', 0)} chunks"
+            )
+        )

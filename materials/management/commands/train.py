@@ -1,0 +1,81 @@
+import json
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from materials.models import Dataset, ModelVersion, Status, TrainingRun
+from materials.training import DEFAULT_SPLIT, get_or_create_split, promote, request_training
+
+
+class Command(BaseCommand):
+    help = "Train a model version on a stored split and print its test metrics."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--kind", required=True, choices=ModelVersion.Kind.values)
+        parser.add_argument("--epochs", type=int, help="training epochs (neural models)")
+        parser.add_argument("--split", default=DEFAULT_SPLIT, help=f"split name (default {DEFAULT_SPLIT})")
+        parser.add_argument("--seed", type=int, default=0, help="seed of a new split and of the model")
+        parser.add_argument(
+            "--param",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="a hyperparameter (JSON value), repeatable",
+        )
+        parser.add_argument(
+            "--promote", dest="promote_after", action="store_true", help="promote the trained model to production"
+        )
+
+    def handle(self, *args, kind, epochs, split, seed, param, promote_after: bool, **options):
+        hyperparameters = {"random_state": seed}
+        for item in param:
+            name, _, value = item.partition("=")
+            try:
+                hyperparameters[name] = json.loads(value)
+            except json.JSONDecodeError:
+                hyperparameters[name] = value
+        if epochs is not None:
+            hyperparameters["epochs"] = epochs
+        try:
+            dataset = Dataset.objects.filter(name=split).first() or get_or_create_split(split, seed=seed)
+            run = request_training(kind, hyperparameters, dataset=dataset)
+        except (ValueError, TypeError) as error:
+            raise CommandError(str(error)) from None
+        run = self.wait(run)
+        if run.status != Status.DONE:
+            raise CommandError(f"training failed: {run.error}")
+        version = run.model_version
+        version.refresh_from_db()
+        self.print_metrics(version)
+        if promote_after:
+            self.stdout.write(self.style.SUCCESS(f"promoted {promote(version.pk)} to production"))
+
+    def wait(self, run: TrainingRun) -> TrainingRun:
+        last = ""
+        while True:
+            run.refresh_from_db()
+            if run.progress_message != last:
+                self.stdout.write(f"  {run.progress_message}")
+                last = run.progress_message
+            if run.is_finished:
+                return run
+            time.sleep(1)
+
+    def print_metrics(self, version: ModelVersion) -> None:
+        metrics = version.metrics
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"model {version.pk} ({version.kind}) on split {version.dataset.name} [{version.split_hash[:10]}], "
+                f"threshold {version.threshold:.3f}, n={metrics['n']}"
+            )
+        )
+        for target in ("topological", "trivial"):
+            cells = []
+            for name in ("recall", "precision", "f1"):
+                entry = metrics["test_ci"][f"{target}_{name}"]
+                cells.append(f"{name} {_fmt(entry['value'])} [{_fmt(entry['low'])}, {_fmt(entry['high'])}]")
+            self.stdout.write(f"  test {target:12s} " + "  ".join(cells))
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

@@ -1,0 +1,57 @@
+from celery import group, shared_task
+from django.db import transaction
+
+from materials.inference import chunked, classify_ids, unpredicted_ids
+from materials.models import Job, ModelVersion, Status
+from materials.tasks.base import run_tracked
+
+
+@shared_task(time_limit=1800)
+def classify_all(job_id: int, model_version_id: int, chunk_size: int = 10_000) -> None:
+    """Fan out: one ``classify_chunk`` per ``chunk_size`` unpredicted materials."""
+    job = Job.objects.get(pk=job_id)
+    version = ModelVersion.objects.get(pk=model_version_id)
+    chunks = chunked(unpredicted_ids(version), chunk_size)
+    job.mark_running(f"{len(chunks)} chunks to classify")
+    Job.objects.filter(pk=job.pk).update(result={"chunks": len(chunks), "chunks_done": 0, "predicted": 0})
+    if not chunks:
+        job.mark_done("nothing to classify")
+        return
+    group(classify_chunk.s(job_id, model_version_id, ids) for ids in chunks).apply_async()
+
+
+@shared_task(time_limit=1800)
+def classify_chunk(job_id: int, model_version_id: int, material_ids: list[int]) -> None:
+    """Predict one chunk and count it on the job; the last chunk closes the job."""
+    try:
+        written = classify_ids(ModelVersion.objects.get(pk=model_version_id), material_ids)
+    except Exception as error:
+        Job.objects.get(pk=job_id).mark_failed(f"{type(error).__name__}: {error}")
+        raise
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job_id)
+        job.result["chunks_done"] = job.result.get("chunks_done", 0) + 1
+        job.result["predicted"] = job.result.get("predicted", 0) + written
+        done, total = job.result["chunks_done"], job.result["chunks"]
+        job.save(update_fields=["result"])
+        job.report_progress(done / total, f"{done}/{total} chunks, {job.result['predicted']} predictions")
+        if done >= total and job.status == Status.RUNNING:
+            job.mark_done()
+
+
+@shared_task(time_limit=600)
+def promote_model(job_id: int, model_version_id: int) -> None:
+    from materials.training import promote
+
+    job = Job.objects.get(pk=job_id)
+    run_tracked(job, lambda: {"production": promote(model_version_id).pk})
+
+
+@shared_task(time_limit=6 * 3600)
+def screen_release(batch_id: int) -> None:
+    """Screen one uploaded release: parse, filter, dedupe, find spectra, classify."""
+    from materials.models import ScreeningBatch
+    from materials.screening import screen_batch
+
+    batch = ScreeningBatch.objects.get(pk=batch_id)
+    run_tracked(batch, lambda: screen_batch(batch_id))

@@ -1,0 +1,406 @@
+"""Training workflow: split → preprocess → fit → evaluate → store, with provenance.
+
+``request_training`` creates a ModelVersion and its TrainingRun and enqueues the work
+on the ``train`` queue when the transaction commits; ``train_model_version`` does
+the work (on a worker, or in-process when no broker is configured); ``promote``
+makes one model the production model, atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+import mlcore
+from materials.arrays import MaterialRecords, load_records
+from materials.artifacts import ModelBundle, write_bundle
+from materials.models import (
+    Dataset,
+    ElementMetric,
+    Material,
+    ModelVersion,
+    SplitAssignment,
+    TrainingRun,
+)
+from mlcore import evaluate
+from mlcore.data import composition_matrix
+from mlcore.elements import ELEMENTS
+from mlcore.models import make_model
+from mlcore.preprocess import SpectrumPreprocessor
+from mlcore.split import element_balanced_split
+from mlcore.weights import sample_weights
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SPLIT = "bundled-element-balanced-seed0"
+SPECTRAL_KINDS = {"cnn-sg", "cnn", "cnn-sg-composition", "svm-sg", "kmeans"}
+AUGMENTED_KINDS = {"cnn-sg", "cnn", "cnn-sg-composition"}
+SHIFTS_EV = (-1.0, 0.0, 1.0)
+KNOWN_ELEMENTS = frozenset(ELEMENTS)
+LIBRARIES = ("numpy", "scipy", "scikit-learn", "tensorflow-cpu", "tensorflow", "keras", "pymatgen", "Django")
+
+
+# --- Splits -------------------------------------------------------------------------
+
+
+def dataset_hash(records: MaterialRecords) -> str:
+    """sha256 over the labels and spectra a model is trained on."""
+    digest = hashlib.sha256()
+    for pk, label, spectra in zip(records.material_ids, records.labels, records.spectra, strict=True):
+        digest.update(f"{pk}:{label}".encode())
+        for spectrum in spectra:
+            digest.update(spectrum.element.encode())
+            digest.update(np.asarray(spectrum.energies_ev, dtype="<f4").tobytes())
+            digest.update(np.asarray(spectrum.mu, dtype="<f4").tobytes())
+    return digest.hexdigest()
+
+
+def usable_materials():
+    """Materials a spectral model can learn from: labelled, with every element's spectrum."""
+    return Material.objects.with_spectra().labelled().order_by("id")
+
+
+@transaction.atomic
+def get_or_create_split(name: str = DEFAULT_SPLIT, seed: int = 0) -> Dataset:
+    """The named split, created with the paper's element-balanced procedure if new.
+
+    A stored split is reused as it is: its assignments are data, so a model trained
+    later on "the same split" sees exactly the same test materials.
+    """
+    existing = Dataset.objects.filter(name=name).first()
+    if existing is not None:
+        return existing
+    records = load_records(queryset=usable_materials(), with_spectra=False)
+    if len(records) < 10 or len(set(records.labels.tolist())) < 2:
+        raise ValueError(
+            f"only {len(records)} labelled materials with complete spectra; load data first (manage.py load_bundled)"
+        )
+    result = element_balanced_split(
+        records.element_sets(), records.labels, random_state=seed, keys=records.material_ids.tolist()
+    )
+    pairs = list(zip(records.material_ids.tolist(), [str(s) for s in result.assignment], strict=True))
+    counts = {subset: int(np.sum(result.assignment == subset)) for subset in ("train", "validation", "test")}
+    dataset = Dataset.objects.create(
+        name=name,
+        method="element_balanced",
+        seed=seed,
+        parameters={"test_fraction": 0.2, "validation_fraction": 0.1},
+        content_hash=result.content_hash,
+        counts=counts,
+        balance=result.balance,
+    )
+    SplitAssignment.objects.bulk_create(
+        [SplitAssignment(dataset=dataset, material_id=pk, subset=subset) for pk, subset in pairs], batch_size=5000
+    )
+    return dataset
+
+
+def split_ids(dataset: Dataset) -> dict[str, list[int]]:
+    subsets: dict[str, list[int]] = {"train": [], "validation": [], "test": []}
+    for pk, subset in dataset.assignments.order_by("material_id").values_list("material_id", "subset"):
+        subsets[subset].append(pk)
+    return subsets
+
+
+# --- Requesting, training, promoting --------------------------------------------------
+
+
+def request_training(
+    kind: str, hyperparameters: dict | None = None, dataset: Dataset | None = None, user=None, name: str = ""
+) -> TrainingRun:
+    """Create a model version and its training run, and enqueue training on commit.
+
+    Raises
+    ------
+    ValueError
+        For an unknown model kind or invalid hyperparameters.
+    """
+    from materials.tasks.base import enqueue_on_commit
+    from materials.tasks.training import train_model
+
+    if kind not in ModelVersion.Kind.values:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(ModelVersion.Kind.values)}")
+    hyperparameters = dict(hyperparameters or {})
+    make_model(kind, **hyperparameters)  # invalid names fail here, before anything is stored
+    with transaction.atomic():
+        dataset = dataset or get_or_create_split()
+        version = ModelVersion.objects.create(
+            kind=kind, name=name or kind, hyperparameters=hyperparameters, dataset=dataset
+        )
+        run = TrainingRun.objects.create(model_version=version, requested_by=user)
+        enqueue_on_commit(train_model, run.pk)
+    return run
+
+
+@dataclass
+class PreparedData:
+    train: object
+    y_train: np.ndarray
+    w_train: np.ndarray | None
+    validation: object
+    y_validation: np.ndarray
+    test: object
+    y_test: np.ndarray
+    test_records: MaterialRecords
+    validation_records: MaterialRecords
+    preprocessor: SpectrumPreprocessor | None
+    dataset_hash: str
+
+
+def prepare_data(kind: str, dataset: Dataset) -> PreparedData:
+    """Arrays for one model kind on one split (preprocessor fitted on train only)."""
+    ids = split_ids(dataset)
+    validation = load_records(ids["validation"])
+    test = load_records(ids["test"])
+    if kind in SPECTRAL_KINDS:
+        train = load_records(ids["train"])
+    else:
+        # The type-only baseline needs no spectra, so it learns from every labelled
+        # material outside this split's validation and test sets.
+        # Another entry of the same compound (same reduced formula and space group,
+        # e.g. a second mp-id) would leak the held-out answer, so those go too.
+        held_out = set(ids["validation"]) | set(ids["test"])
+        held_out_compounds = set(
+            Material.objects.filter(pk__in=held_out).values_list("reduced_formula", "space_group_number")
+        )
+        candidates = Material.objects.labelled().exclude(space_group_number=None).order_by("id")
+        train_ids = [
+            pk
+            for pk, elements, formula, number in candidates.values_list(
+                "id", "elements", "reduced_formula", "space_group_number"
+            )
+            if pk not in held_out
+            and (formula, number) not in held_out_compounds
+            and set(elements) <= KNOWN_ELEMENTS  # the Arsenal lists Rf, outside the vocabulary
+        ]
+        train = load_records(train_ids, with_spectra=False)
+    if kind not in SPECTRAL_KINDS:
+        # The baseline balances classes itself (class_weight="balanced").
+        return PreparedData(
+            train=_composition_only(train),
+            y_train=train.labels,
+            w_train=None,
+            validation=_composition_only(validation),
+            y_validation=validation.labels,
+            test=_composition_only(test),
+            y_test=test.labels,
+            test_records=test,
+            validation_records=validation,
+            preprocessor=None,
+            dataset_hash=dataset_hash(train),
+        )
+    weights = sample_weights(train.element_sets(), train.labels)
+    preprocessor = SpectrumPreprocessor().fit(train.spectra)
+    if kind in AUGMENTED_KINDS:
+        train_arrays, source_rows = preprocessor.shift_augment(
+            train.spectra, train.space_groups, train.compositions, shifts_ev=SHIFTS_EV
+        )
+    else:
+        train_arrays = preprocessor.transform(train.spectra, train.space_groups, train.compositions)
+        source_rows = np.arange(len(train))
+    return PreparedData(
+        train=train_arrays,
+        y_train=train.labels[source_rows],
+        w_train=weights[source_rows],
+        validation=transform_records(preprocessor, validation),
+        y_validation=validation.labels,
+        test=transform_records(preprocessor, test),
+        y_test=test.labels,
+        test_records=test,
+        validation_records=validation,
+        preprocessor=preprocessor,
+        dataset_hash=dataset_hash(train),
+    )
+
+
+def transform_records(preprocessor: SpectrumPreprocessor | None, records: MaterialRecords):
+    if preprocessor is None:
+        return _composition_only(records)
+    return preprocessor.transform(records.spectra, records.space_groups, records.compositions)
+
+
+def _composition_only(records: MaterialRecords):
+    from mlcore.data import MaterialSpectra
+
+    return MaterialSpectra(
+        material_index=np.zeros(0, dtype=np.int64),
+        element_index=np.zeros(0, dtype=np.int64),
+        spectra=np.zeros((0, 200), dtype=np.float32),
+        space_group=records.space_groups,
+        composition=composition_matrix(records.compositions),
+    )
+
+
+def train_model_version(run_id: int) -> None:
+    """Train the run's model version end to end and store everything it produced."""
+    run = TrainingRun.objects.select_related("model_version__dataset").get(pk=run_id)
+    version = run.model_version
+    dataset = version.dataset or get_or_create_split()
+    prepared = prepare_data(version.kind, dataset)
+    model = make_model(version.kind, **version.hyperparameters)
+    total_epochs = int(getattr(model, "epochs", 1) or 1)
+    TrainingRun.objects.filter(pk=run.pk).update(total_epochs=total_epochs, history=[], epoch=0)
+
+    def on_epoch(epoch: int, total: int, logs: dict) -> None:
+        entry = {"epoch": epoch, **{k: float(v) for k, v in logs.items()}}
+        run.history.append(entry)
+        TrainingRun.objects.filter(pk=run.pk).update(
+            epoch=epoch,
+            total_epochs=total,
+            history=run.history,
+            progress=min(epoch / max(total, 1), 0.99),
+            progress_message=f"epoch {epoch}/{total}: loss {logs.get('loss', float('nan')):.4f}, "
+            f"val_loss {logs.get('val_loss', float('nan')):.4f}",
+        )
+
+    model.fit(
+        prepared.train,
+        prepared.y_train,
+        sample_weight=prepared.w_train,
+        validation_data=(prepared.validation, prepared.y_validation),
+        progress_callback=on_epoch,
+    )
+    p_validation = model.predict_proba(prepared.validation)
+    p_test = model.predict_proba(prepared.test)
+    threshold = float(evaluate.choose_threshold(prepared.y_validation, p_validation))
+    metrics = evaluation_metrics(version.kind, model, prepared, p_validation, p_test, threshold)
+    relative, sha = write_bundle(
+        f"models/model-{version.pk}-{timezone.now():%Y%m%d%H%M%S}.zip",
+        ModelBundle(kind=version.kind, model=model, preprocessor=prepared.preprocessor),
+    )
+    with transaction.atomic():
+        version.artifact.name = relative
+        version.artifact_sha256 = sha
+        version.threshold = threshold
+        version.metrics = metrics
+        version.dataset = dataset
+        version.split_hash = dataset.content_hash
+        version.dataset_hash = prepared.dataset_hash
+        version.code_version = code_version()
+        version.library_versions = library_versions()
+        version.status = ModelVersion.State.READY
+        version.save()
+        store_element_metrics(version, prepared, p_validation, p_test, threshold)
+        history = getattr(model, "history_", None)
+        if history:
+            TrainingRun.objects.filter(pk=run.pk).update(history=_jsonable(history))
+
+
+def evaluation_metrics(kind, model, prepared: PreparedData, p_validation, p_test, threshold) -> dict:
+    """Everything the pages and API show about a model, as plain JSON."""
+    metrics = {
+        "threshold": threshold,
+        "n": {
+            "train": int(len(prepared.y_train)),
+            "validation": int(len(prepared.y_validation)),
+            "test": int(len(prepared.y_test)),
+        },
+        "test": evaluate.classification_report(prepared.y_test, p_test, threshold),
+        "test_ci": evaluate.bootstrap_ci(prepared.y_test, p_test, threshold, random_state=0),
+        "validation": evaluate.classification_report(prepared.y_validation, p_validation, threshold),
+        "roc": evaluate.roc_points(prepared.y_test, p_test),
+        "validation_roc": evaluate.roc_points(prepared.y_validation, p_validation),
+    }
+    if hasattr(model, "encode"):
+        projection = evaluate.project_encoded(model.encode(prepared.test))
+        metrics["projection"] = {
+            "x": projection[:, 0].tolist(),
+            "y": projection[:, 1].tolist(),
+            "label": prepared.y_test.tolist(),
+            "probability": np.asarray(p_test).tolist(),
+        }
+    return _jsonable(metrics)
+
+
+def store_element_metrics(version, prepared: PreparedData, p_validation, p_test, threshold) -> None:
+    rows = []
+    for subset, records, y, p in (
+        ("validation", prepared.validation_records, prepared.y_validation, p_validation),
+        ("test", prepared.test_records, prepared.y_test, p_test),
+    ):
+        for entry in evaluate.per_element_metrics(records.element_sets(), y, p, threshold):
+            rows.append(
+                ElementMetric(
+                    model_version=version,
+                    subset=subset,
+                    element=entry["element"],
+                    target_class=entry["target_class"],
+                    recall=entry["recall"],
+                    precision=entry["precision"],
+                    f1=entry["f1"],
+                    support=entry["support"],
+                )
+            )
+    ElementMetric.objects.filter(model_version=version).delete()
+    ElementMetric.objects.bulk_create(rows)
+
+
+@transaction.atomic
+def promote(model_version_id: int) -> ModelVersion:
+    """Make this model the only production model.
+
+    Row locks on every production candidate serialise concurrent promotions; the
+    partial unique index guarantees at most one production model regardless.
+    """
+    version = ModelVersion.objects.select_for_update().get(pk=model_version_id)
+    if version.status != ModelVersion.State.READY or not version.artifact:
+        raise ValueError(f"model {version.pk} is {version.status}; only a trained model can be promoted")
+    list(ModelVersion.objects.select_for_update().filter(is_production=True))
+    ModelVersion.objects.filter(is_production=True).exclude(pk=version.pk).update(is_production=False)
+    if not version.is_production:
+        version.is_production = True
+        version.save(update_fields=["is_production"])
+    return version
+
+
+def mark_failed_version(run: TrainingRun) -> None:
+    ModelVersion.objects.filter(pk=run.model_version_id).update(status=ModelVersion.State.FAILED)
+
+
+# --- Provenance -------------------------------------------------------------------
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=settings.BASE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"mlcore {mlcore.__version__}" + (f" @ {sha}" if sha else "")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=_default))
+
+
+def _default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

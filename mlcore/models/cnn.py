@@ -1,0 +1,382 @@
+"""Convolutional classifier over element-channel spectra (CNN, CNN-sg, CNN-sg+composition)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from typing import Literal  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from mlcore.data import MaterialSpectra  # noqa: E402
+from mlcore.elements import ELEMENTS, N_ELEMENTS, element_indices  # noqa: E402
+from mlcore.models.base import (  # noqa: E402
+    ProgressCallback,
+    SpectraClassifier,
+    ValidationData,
+    channel_lookup,
+    check_dataset,
+    check_labels,
+    spectra_elements,
+)
+from mlcore.models.cnn_architecture import CNNArchitecture, build_dense_cnn, build_sparse_cnn  # noqa: E402
+from mlcore.symmetry import SYMMETRY_ONE_HOT_TABLE  # noqa: E402
+
+_BUILDERS = {"sparse": build_sparse_cnn, "dense": build_dense_cnn}
+# The shared encoder is a layer called "spectrum_encoder" in the sparse model and is
+# wrapped per channel in the dense one; weights are copied between them by layer name.
+_ENCODER_NAMES = ("spectrum_encoder", "spectrum_encoder_per_channel")
+
+
+class _ProgressReporter(keras.callbacks.Callback):
+    """Forwards Keras epoch logs to ``progress_callback(epoch, total_epochs, logs)``."""
+
+    def __init__(self, progress_callback: ProgressCallback, total_epochs: int) -> None:
+        super().__init__()
+        self.progress_callback = progress_callback
+        self.total_epochs = total_epochs
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.progress_callback(epoch + 1, self.total_epochs, {k: float(v) for k, v in (logs or {}).items()})
+
+
+class SpectraCNNClassifier(SpectraClassifier):
+    """The paper's CNN: shared convolutions over every absorbing element's spectrum.
+
+    Parameters
+    ----------
+    use_symmetry : bool, default True
+        Add the dense branch over the 269-long symmetry one-hot (CNN-sg).
+    use_composition : bool, default False
+        Add a dense branch over element fractions (CNN-sg+composition).
+    filters, kernel_size, n_conv_layers, pool_size : int
+        Convolution stack: ``n_conv_layers`` x (Conv1D(filters, kernel_size) + ReLU +
+        MaxPooling1D(pool_size)), shared by all element channels.
+    l2_strength : float
+        L2 penalty on convolution kernels and the spectral dense kernel.
+    dropout : float
+        Dropout rate after the largest dense layer (``spectra_dense``).
+    dense_units, symmetry_units, composition_units, encoded_units : int
+        Widths of the spectral dense layer, the symmetry and composition branches
+        and the encoded representation (8 in the paper) before the sigmoid.
+    epochs, batch_size, learning_rate : training schedule (Adam).
+    patience : int
+        Early stopping patience on validation loss; best weights are restored.
+        Only used when ``validation_data`` is given to ``fit``.
+    formulation : {"sparse", "dense"}, default "sparse"
+        Network formulation (see :mod:`mlcore.models.cnn_architecture`); both compute
+        the same function, the dense one is the slow reference.
+    predict_batch_size : int
+        Materials per batch at inference.
+    deterministic : bool, default True
+        Enable TensorFlow op determinism (process-wide) so a seed fixes the result.
+    random_state : int
+        Seed for weight initialisation, dropout and shuffling.
+
+    Attributes
+    ----------
+    elements_ : numpy.ndarray
+        Element indices (into ``ELEMENTS``) that have a channel: those with spectra in
+        the training data. Spectra of other elements are ignored at prediction.
+    history_ : list of dict
+        Per epoch: ``epoch``, ``loss``, ``accuracy`` and, with validation data,
+        ``val_loss``, ``val_accuracy``.
+    best_epoch_ : int
+        Epoch (1-based) whose weights were kept.
+    model_ : keras.Model
+        The fitted network.
+    """
+
+    def __init__(
+        self,
+        use_symmetry: bool = True,
+        use_composition: bool = False,
+        filters: int = 8,
+        kernel_size: int = 5,
+        n_conv_layers: int = 2,
+        pool_size: int = 4,
+        l2_strength: float = 1e-4,
+        dropout: float = 0.3,
+        dense_units: int = 32,
+        symmetry_units: int = 16,
+        composition_units: int = 16,
+        encoded_units: int = 8,
+        epochs: int = 30,
+        batch_size: int = 256,
+        learning_rate: float = 1e-3,
+        patience: int = 5,
+        formulation: Literal["sparse", "dense"] = "sparse",
+        predict_batch_size: int = 2048,
+        deterministic: bool = True,
+        random_state: int = 0,
+    ) -> None:
+        self.use_symmetry = use_symmetry
+        self.use_composition = use_composition
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.n_conv_layers = n_conv_layers
+        self.pool_size = pool_size
+        self.l2_strength = l2_strength
+        self.dropout = dropout
+        self.dense_units = dense_units
+        self.symmetry_units = symmetry_units
+        self.composition_units = composition_units
+        self.encoded_units = encoded_units
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.patience = patience
+        self.formulation = formulation
+        self.predict_batch_size = predict_batch_size
+        self.deterministic = deterministic
+        self.random_state = random_state
+
+    # ----------------------------------------------------------------- training
+    def fit(
+        self,
+        X: MaterialSpectra,
+        y: np.ndarray,
+        sample_weight: np.ndarray | None = None,
+        validation_data: ValidationData | None = None,
+        progress_callback: ProgressCallback | None = None,
+    ) -> SpectraCNNClassifier:
+        """Train with weighted binary cross-entropy and Adam.
+
+        Parameters
+        ----------
+        X : MaterialSpectra
+            Preprocessed training materials (augmented copies included).
+        y : numpy.ndarray
+            (N,) labels, 1 = topological, 0 = trivial.
+        sample_weight : numpy.ndarray, optional
+            (N,) misclassification weights, e.g. :func:`mlcore.weights.sample_weights`.
+        validation_data : (X_val, y_val) or (X_val, y_val, w_val), optional
+            Enables early stopping on validation loss.
+        progress_callback : callable, optional
+            Called as ``progress_callback(epoch, total_epochs, logs)`` after each epoch.
+        """
+        X = check_dataset(X)
+        y, sample_weight = check_labels(X, y, sample_weight)
+        self._check_hyperparameters(X.n_points)
+        self._check_composition(X)
+        keras.utils.set_random_seed(self.random_state)
+        if self.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        self.elements_ = spectra_elements(X)
+        self.spectrum_length_ = X.n_points
+        self.model_ = _BUILDERS[self.formulation](self._architecture())
+        self.model_.compile(
+            optimizer=keras.optimizers.Adam(self.learning_rate),
+            loss=keras.losses.BinaryCrossentropy(),
+            metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
+        )
+        callbacks: list[keras.callbacks.Callback] = []
+        validation = None
+        if validation_data is not None:
+            X_val, y_val, w_val = self._unpack_validation(validation_data)
+            validation = self._dataset(X_val, y_val, w_val, batch_size=self.predict_batch_size)
+            callbacks.append(
+                keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience, restore_best_weights=True)
+            )
+        if progress_callback is not None:
+            callbacks.append(_ProgressReporter(progress_callback, self.epochs))
+        training = self._dataset(X, y, sample_weight, batch_size=self.batch_size, shuffle=True)
+        logged = self.model_.fit(
+            training, validation_data=validation, epochs=self.epochs, callbacks=callbacks, shuffle=False, verbose=0
+        )
+        n_epochs = len(logged.history["loss"])
+        self.history_ = [
+            {"epoch": epoch + 1, **{name: float(values[epoch]) for name, values in logged.history.items()}}
+            for epoch in range(n_epochs)
+        ]
+        self.best_epoch_ = (
+            int(np.argmin([row["val_loss"] for row in self.history_])) + 1 if validation is not None else n_epochs
+        )
+        self._reset_functions()
+        return self
+
+    # ---------------------------------------------------------------- inference
+    def predict_proba(self, X: MaterialSpectra) -> np.ndarray:
+        """(N,) float64 probability that each material is topological."""
+        return self._run(X, self._probability_function)[:, 0].astype(np.float64)
+
+    def encode(self, X: MaterialSpectra) -> np.ndarray:
+        """(N, encoded_units) learned representation before the sigmoid (paper Fig. 3d)."""
+        return self._run(X, self._encoded_function).astype(np.float64)
+
+    def to_formulation(self, formulation: Literal["sparse", "dense"]) -> SpectraCNNClassifier:
+        """A copy of this fitted model in the other formulation, with identical weights."""
+        self._check_fitted()
+        other = type(self)(**{**self.get_params(), "formulation": formulation})
+        other.elements_ = self.elements_
+        other.spectrum_length_ = self.spectrum_length_
+        other.history_ = self.history_
+        other.best_epoch_ = self.best_epoch_
+        other.model_ = _BUILDERS[formulation](self._architecture())
+        for layer in other.model_.layers:
+            if layer.weights:
+                _layer_by_role(other.model_, layer.name).set_weights(
+                    _layer_by_role(self.model_, layer.name).get_weights()
+                )
+        other._reset_functions()
+        return other
+
+    # ------------------------------------------------------------------ helpers
+    def _architecture(self) -> CNNArchitecture:
+        return CNNArchitecture(
+            n_channels=len(self.elements_),
+            spectrum_length=self.spectrum_length_,
+            composition_width=N_ELEMENTS,
+            use_symmetry=self.use_symmetry,
+            use_composition=self.use_composition,
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            n_conv_layers=self.n_conv_layers,
+            pool_size=self.pool_size,
+            l2_strength=self.l2_strength,
+            dropout=self.dropout,
+            dense_units=self.dense_units,
+            symmetry_units=self.symmetry_units,
+            composition_units=self.composition_units,
+            encoded_units=self.encoded_units,
+        )
+
+    def _check_hyperparameters(self, spectrum_length: int) -> None:
+        if self.formulation not in _BUILDERS:
+            raise ValueError(f"formulation must be 'sparse' or 'dense', got {self.formulation!r}")
+        if self.pool_size**self.n_conv_layers > spectrum_length:
+            raise ValueError("pool_size ** n_conv_layers pools the spectrum away; use fewer layers or smaller pools")
+
+    def _check_composition(self, X: MaterialSpectra) -> None:
+        if self.use_composition and np.any(X.composition.sum(axis=1) <= 0):
+            missing = int(np.sum(X.composition.sum(axis=1) <= 0))
+            raise ValueError(f"composition is missing for {missing} materials; use_composition=True needs it")
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise ValueError(f"{type(self).__name__} is not fitted; call fit() first")
+
+    @staticmethod
+    def _unpack_validation(validation_data: ValidationData) -> tuple[MaterialSpectra, np.ndarray, np.ndarray]:
+        X_val = check_dataset(validation_data[0])
+        y_val, w_val = check_labels(X_val, validation_data[1], validation_data[2] if len(validation_data) > 2 else None)
+        return X_val, y_val, w_val
+
+    def _dataset(
+        self,
+        X: MaterialSpectra,
+        y: np.ndarray | None = None,
+        sample_weight: np.ndarray | None = None,
+        *,
+        batch_size: int,
+        shuffle: bool = False,
+    ) -> tf.data.Dataset:
+        """tf.data pipeline of batches of whole materials (inputs[, labels, weights]).
+
+        Spectra are held once as ragged (material -> spectra) tensors; each batch
+        gathers its materials' rows, so the pipeline never materializes dense
+        per-channel arrays unless the dense formulation asks for them.
+        """
+        lookup = channel_lookup(self.elements_)
+        channel = lookup[X.element_index]
+        keep = channel >= 0  # spectra of elements without a channel cannot enter the network
+        kept_spectra = X.spectra if keep.all() else X.spectra[keep]  # no copy in the usual case
+        counts = np.bincount(X.material_index[keep], minlength=X.n_materials)
+        spectra = tf.RaggedTensor.from_row_lengths(tf.constant(kept_spectra), counts)
+        channels = tf.RaggedTensor.from_row_lengths(tf.constant(channel[keep].astype(np.int32)), counts)
+        symmetry_table = tf.constant(SYMMETRY_ONE_HOT_TABLE)
+        space_group_row = tf.constant(X.space_group - 1)
+        composition = tf.constant(X.composition) if self.use_composition else None
+        labels = None if y is None else tf.constant(np.asarray(y, dtype=np.float32).reshape(-1, 1))
+        weights = None if y is None else tf.constant(np.asarray(sample_weight, dtype=np.float32))
+        n_channels = len(self.elements_)
+        dense = self.formulation == "dense"
+
+        def batch_of_materials(rows: tf.Tensor):
+            batch_spectra = tf.gather(spectra, rows)
+            batch_channels = tf.gather(channels, rows)
+            if dense:
+                positions = tf.stack(
+                    [tf.cast(batch_spectra.value_rowids(), tf.int32), batch_channels.flat_values], axis=1
+                )
+                shape = tf.stack([tf.size(rows), n_channels, tf.shape(batch_spectra.flat_values)[1]])
+                inputs = {"spectra_per_channel": tf.scatter_nd(positions, batch_spectra.flat_values, shape)}
+            else:
+                inputs = {
+                    "spectra": batch_spectra.flat_values,
+                    "element_channel": batch_channels.flat_values,
+                    "spectrum_count": tf.cast(batch_spectra.row_lengths(), tf.int32),
+                }
+            if self.use_symmetry:
+                inputs["symmetry"] = tf.gather(symmetry_table, tf.gather(space_group_row, rows))
+            if composition is not None:
+                inputs["composition"] = tf.gather(composition, rows)
+            if labels is None:
+                return inputs
+            return inputs, tf.gather(labels, rows), tf.gather(weights, rows)
+
+        rows = tf.data.Dataset.range(X.n_materials)
+        if shuffle:
+            rows = rows.shuffle(X.n_materials, seed=self.random_state, reshuffle_each_iteration=True)
+        return rows.batch(batch_size).map(batch_of_materials, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+    def _run(self, X: MaterialSpectra, make_function) -> np.ndarray:
+        self._check_fitted()
+        X = check_dataset(X)
+        self._check_composition(X)
+        function = make_function()
+        outputs = [function(inputs).numpy() for inputs in self._dataset(X, batch_size=self.predict_batch_size)]
+        return np.concatenate(outputs) if outputs else np.zeros((0, self.model_.output.shape[-1]))
+
+    def _probability_function(self):
+        if self._probability_graph is None:
+            model = self.model_
+            self._probability_graph = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
+        return self._probability_graph
+
+    def _encoded_function(self):
+        if self._encoded_graph is None:
+            encoder = keras.Model(self.model_.inputs, self.model_.get_layer("encoded").output)
+            self._encoded_graph = tf.function(lambda inputs: encoder(inputs, training=False), reduce_retracing=True)
+        return self._encoded_graph
+
+    def _reset_functions(self) -> None:
+        self._probability_graph = None
+        self._encoded_graph = None
+
+    # -------------------------------------------------------------- persistence
+    def _get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        self._check_fitted()
+        state = {
+            "elements": [ELEMENTS[i] for i in self.elements_],
+            "spectrum_length": int(self.spectrum_length_),
+            "history": self.history_,
+            "best_epoch": int(self.best_epoch_),
+        }
+        arrays = {f"weight_{i:03d}": weight for i, weight in enumerate(self.model_.get_weights())}
+        return state, arrays
+
+    def _set_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
+        self.elements_ = element_indices(state["elements"])
+        self.spectrum_length_ = int(state["spectrum_length"])
+        self.history_ = state["history"]
+        self.best_epoch_ = int(state["best_epoch"])
+        self.model_ = _BUILDERS[self.formulation](self._architecture())
+        self.model_.set_weights([arrays[name] for name in sorted(arrays)])
+        self._reset_functions()
+
+
+def _layer_by_role(model: keras.Model, name: str) -> keras.layers.Layer:
+    """Layer ``name`` of ``model``; the shared encoder is found under either of its names."""
+    if name in _ENCODER_NAMES:
+        for candidate in _ENCODER_NAMES:
+            try:
+                layer = model.get_layer(candidate)
+            except ValueError:
+                continue
+            return layer.layer if isinstance(layer, keras.layers.TimeDistributed) else layer
+    return model.get_layer(name)
