@@ -1,4 +1,7 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.shortcuts import render
 
 from materials import models
 
@@ -67,6 +70,32 @@ class SplitAssignmentAdmin(admin.ModelAdmin):
     show_full_result_count = False
 
 
+class RetrainForm(forms.Form):
+    kind = forms.ChoiceField(choices=models.ModelVersion.Kind.choices)
+    hyperparameters = forms.JSONField(
+        required=False,
+        initial=dict,
+        help_text='JSON object, e.g. {"epochs": 30, "learning_rate": 0.001}. Empty: the model\'s defaults.',
+    )
+
+    def clean_hyperparameters(self):
+        value = self.cleaned_data.get("hyperparameters") or {}
+        if not isinstance(value, dict):
+            raise forms.ValidationError("hyperparameters must be a JSON object")
+        return value
+
+    def clean(self):
+        cleaned = super().clean()
+        if "kind" in cleaned and "hyperparameters" in cleaned:
+            from mlcore.models import make_model
+
+            try:
+                make_model(cleaned["kind"], **cleaned["hyperparameters"])
+            except ValueError as error:
+                raise forms.ValidationError(str(error)) from None
+        return cleaned
+
+
 @admin.register(models.ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
     list_display = [
@@ -93,10 +122,77 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "metrics",
         "created",
     ]
+    actions = ["retrain", "promote_to_production", "rescreen_all"]
 
     @admin.display(description="split hash")
     def split_hash_short(self, obj):
         return obj.split_hash[:10]
+
+    @admin.action(description="Retrain (choose kind and hyperparameters)", permissions=["retrain"])
+    def retrain(self, request, queryset):
+        from materials.training import request_training
+
+        first = queryset.first()
+        if "apply" in request.POST:
+            form = RetrainForm(request.POST)
+            if form.is_valid():
+                run = request_training(
+                    form.cleaned_data["kind"],
+                    form.cleaned_data["hyperparameters"],
+                    dataset=first.dataset if first else None,
+                    user=request.user,
+                )
+                self.message_user(
+                    request, f"Training of model {run.model_version_id} queued (run {run.pk}).", messages.SUCCESS
+                )
+                return None
+        else:
+            form = RetrainForm(initial={"kind": first.kind, "hyperparameters": first.hyperparameters})
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Retrain a model",
+            "form": form,
+            "queryset": queryset,
+            "action": "retrain",
+            "opts": self.model._meta,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return render(request, "admin/materials/retrain.html", context)
+
+    @admin.action(description="Promote to production", permissions=["promote"])
+    def promote_to_production(self, request, queryset):
+        from materials.training import promote
+
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one model to promote.", messages.ERROR)
+            return
+        try:
+            version = promote(queryset.get().pk)
+        except ValueError as error:
+            self.message_user(request, str(error), messages.ERROR)
+            return
+        self.message_user(request, f"{version} is now the production model.", messages.SUCCESS)
+
+    @admin.action(description="Re-screen all materials with this model", permissions=["promote"])
+    def rescreen_all(self, request, queryset):
+        from materials.tasks.base import enqueue_on_commit
+        from materials.tasks.classify import classify_all
+
+        for version in queryset:
+            if version.status != models.ModelVersion.State.READY:
+                self.message_user(request, f"{version} is {version.status}; skipped.", messages.WARNING)
+                continue
+            job = models.Job.objects.create(
+                kind=models.Job.Kind.CLASSIFY, parameters={"model_version": version.pk}, created_by=request.user
+            )
+            enqueue_on_commit(classify_all, job.pk, version.pk)
+            self.message_user(request, f"Classification job {job.pk} queued for {version}.", messages.SUCCESS)
+
+    def has_retrain_permission(self, request):
+        return request.user.is_staff and request.user.has_perm("materials.retrain_modelversion")
+
+    def has_promote_permission(self, request):
+        return request.user.is_staff and request.user.has_perm("materials.promote_modelversion")
 
 
 @admin.register(models.TrainingRun)
