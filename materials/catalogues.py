@@ -350,3 +350,88 @@ def upsert_labels(catalogue: str, rows: list[LabelRow], release: str, progress=N
         if changed_ids:
             TopologyLabel.objects.refresh_material_labels(changed_ids)
     return report
+
+
+# --- One file, end to end ------------------------------------------------------------------
+
+
+class RejectedRowsError(CatalogueFormatError):
+    """Rows were rejected and the import was strict: nothing was stored."""
+
+    def __init__(self, message: str, rejected: list[Rejection]):
+        super().__init__(message)
+        self.rejected = rejected
+
+
+@dataclass
+class ImportResult:
+    """What ``import_catalogue_file`` read and stored."""
+
+    catalogue: str
+    path: str
+    release: str
+    rows: int
+    rejected: list[Rejection]
+    report: UpsertReport
+    classes: dict[str, int] = field(default_factory=dict)  # "raw → binary" → rows
+
+    def as_dict(self) -> dict:
+        return {
+            "catalogue": self.catalogue,
+            "path": self.path,
+            "release": self.release,
+            "rows": self.rows,
+            "rejected": [str(rejection) for rejection in self.rejected],
+            "classes": self.classes,
+            **self.report.as_dict(),
+        }
+
+
+def default_release(catalogue: str, path: Path) -> str:
+    """``"<catalogue> <file name> sha256:<12 hex>"``: names the exact file imported."""
+    import hashlib
+
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+    return f"{catalogue} {Path(path).name} sha256:{digest}"
+
+
+def import_catalogue_file(
+    catalogue: str,
+    path: Path,
+    *,
+    release: str | None = None,
+    raw_class: str | None = None,
+    strict: bool = False,
+    progress=None,
+) -> ImportResult:
+    """Read a catalogue file and upsert its labels (``manage.py import_labels`` and its task).
+
+    Rejected rows are reported and the good ones stored, unless ``strict``.
+
+    Raises
+    ------
+    CatalogueFormatError
+        If the file as a whole cannot be read (encoding, columns, no readable row),
+        or ``raw_class`` is given for a catalogue other than the Arsenal. Nothing is
+        stored then.
+    RejectedRowsError
+        If ``strict`` and any row was rejected; nothing is stored.
+    """
+    path = Path(path)
+    if raw_class and catalogue != "arsenal":
+        raise CatalogueFormatError("a raw class applies to Arsenal lists only; the other catalogues name it per row")
+    if not path.is_file():
+        raise CatalogueFormatError(f"{path}: no such file")
+    rows, rejected = read_catalogue(catalogue, path, raw_class)
+    if not rows:
+        detail = f"{len(rejected)} rejected, first {rejected[0]}" if rejected else "it is empty"
+        raise CatalogueFormatError(f"{path}: no row could be read as a {catalogue} file ({detail})")
+    if strict and rejected:
+        raise RejectedRowsError(f"{path}: {len(rejected)} row(s) rejected and --strict is set", rejected)
+    classes: dict[str, int] = {}
+    for row in rows:
+        key = f"{row.raw_class} → {binary_class(catalogue, row.raw_class)}" if row.raw_class else "(no class)"
+        classes[key] = classes.get(key, 0) + 1
+    release = release or default_release(catalogue, path)
+    report = upsert_labels(catalogue, rows, release, progress)
+    return ImportResult(catalogue, str(path), release, len(rows), rejected, report, dict(sorted(classes.items())))

@@ -6,7 +6,7 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
-from pymatgen.core import Composition
+from pymatgen.core import Composition, Element
 
 # pymatgen warns once per noble gas while building its element table; it is noise here.
 warnings.filterwarnings("ignore", message="No Pauling electronegativity")
@@ -64,6 +64,10 @@ def parse_formula(formula: str) -> ParsedFormula:
         raise ValueError(f"cannot parse formula {formula!r}: {error}") from None
     if composition.num_atoms <= 0:
         raise ValueError(f"formula {formula!r} has no atoms")
+    # pymatgen accepts made-up symbols ("Qq2") as dummy species; a catalogue must not.
+    unknown = sorted(getattr(el, "symbol", str(el)) for el in composition.elements if not isinstance(el, Element))
+    if unknown:
+        raise ValueError(f"formula {formula!r} names unknown element(s) {', '.join(unknown)}")
     fractions = {str(el): float(amount) for el, amount in composition.fractional_composition.items()}
     return ParsedFormula(
         formula=text,

@@ -7,6 +7,7 @@ PostgreSQL and Redis.
 """
 
 import os
+from importlib.util import find_spec
 from pathlib import Path
 
 import dj_database_url
@@ -115,7 +116,12 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
-STATICFILES_DIRS = [BASE_DIR / "materials" / "static"]
+STATICFILES_DIRS = [
+    BASE_DIR / "materials" / "static",
+    # plotly.js served from the installed plotly package (the machine is offline: no CDN),
+    # as {% static 'vendor/plotly.min.js' %}; nothing is copied into the repository.
+    ("vendor", Path(find_spec("plotly").origin).parent / "package_data"),
+]
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", DATA_DIR / "media"))
 MEDIA_URL = "media/"
 STORAGES = {
@@ -161,6 +167,11 @@ CELERY_TASK_QUEUES_ALL = ["default", "ingest", "feff", "train", "classify"]
 # --- External services ------------------------------------------------------------
 MP_API_KEY = os.environ.get("MP_API_KEY", "")
 MP_API_ENDPOINT = os.environ.get("MP_API_ENDPOINT", "https://api.materialsproject.org/")
+# Ingestion pacing: MP allows ~25 requests/s per key; stay well below it.
+MP_CHUNK_SIZE = int(os.environ.get("MP_CHUNK_SIZE", "100"))
+MP_REQUESTS_PER_SECOND = float(os.environ.get("MP_REQUESTS_PER_SECOND", "10"))
+MP_MAX_RETRIES = int(os.environ.get("MP_MAX_RETRIES", "5"))
+MP_BACKOFF_SECONDS = float(os.environ.get("MP_BACKOFF_SECONDS", "1.0"))
 
 # --- REST framework ---------------------------------------------------------------
 API_ANONYMOUS_READ = env_bool("API_ANONYMOUS_READ", default=True)

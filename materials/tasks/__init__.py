@@ -6,4 +6,4 @@ a finished row is left alone and the functions they call are idempotent. Enqueue
 ``enqueue_on_commit`` so a worker never sees an id before its transaction commits.
 """
 
-from materials.tasks import classify, maintenance, training  # noqa: F401  (registers the tasks)
+from materials.tasks import classify, feff, ingest, maintenance, training  # noqa: F401  (registers the tasks)
