@@ -13,7 +13,9 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +35,38 @@ class ModelBundle:
     preprocessor: SpectrumPreprocessor | None
 
 
+#: Leftovers of a writer killed mid-write (``.partial-*``) older than this are removed by the next
+#: write. A live writer's files exist only while it writes one bundle (seconds), far below this.
+STALE_PARTIAL_S = 3600
+
+
+def remove_stale_partials(folder: Path, older_than_s: float = STALE_PARTIAL_S) -> int:
+    """Remove ``.partial-*`` files and folders that a killed writer left in ``folder``."""
+    removed, now = 0, time.time()
+    for path in Path(folder).glob(".partial-*"):
+        try:
+            if now - path.lstat().st_mtime <= older_than_s:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed += 1
+        except FileNotFoundError:
+            continue  # another writer removed it first
+    return removed
+
+
 def write_bundle(relative_name: str, bundle: ModelBundle) -> tuple[str, str]:
-    """Write ``bundle`` under MEDIA_ROOT atomically; returns (relative path, sha256)."""
+    """Write ``bundle`` under MEDIA_ROOT atomically; returns (relative path, sha256).
+
+    Everything in flight is named ``.partial-*`` next to the target, so what a kill -9
+    leaves behind is never mistaken for a bundle, and is swept by a later write.
+    """
     target = Path(settings.MEDIA_ROOT) / relative_name
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+    remove_stale_partials(target.parent)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".partial-") as scratch:
         model_path = Path(scratch) / "model.zip"
         bundle.model.save(model_path)
         buffer = io.BytesIO()

@@ -20,6 +20,7 @@ import logging
 import re
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from django.db import transaction
 
 from materials.chemistry import symmetry_of
 from materials.models import Material, ModelVersion, Prediction, ScreeningBatch, elements_key
+from mlcore.elements import ELEMENTS
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,14 @@ def _decode(name: str, data: bytes, rejected: list[dict]) -> str | None:
             return None
 
 
+def _read_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """One member's bytes; a corrupt or unsupported member makes the whole zip unreadable."""
+    try:
+        return archive.read(info)
+    except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, EOFError, OSError) as error:
+        raise ReleaseError(f"{path.name}: cannot read {info.filename[:100]} ({error})") from None
+
+
 def read_release(path: Path) -> Release:
     """Read CIFs (and an optional metadata CSV) from a folder or a zip file.
 
@@ -80,7 +90,10 @@ def read_release(path: Path) -> Release:
         files = [p for p in sorted(path.rglob("*")) if p.is_file()]
         members = [(p.relative_to(path).as_posix(), p.stat().st_size, p.read_bytes) for p in files]
     elif zipfile.is_zipfile(path):
-        archive = zipfile.ZipFile(path)
+        try:
+            archive = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError, EOFError) as error:
+            raise ReleaseError(f"{path.name}: not a readable zip file ({error})") from None
         infos = [info for info in archive.infolist() if not info.is_dir()]
         if len(infos) > MAX_MEMBERS:
             raise ReleaseError(f"{path.name}: {len(infos)} files in the zip; at most {MAX_MEMBERS} are accepted")
@@ -91,7 +104,10 @@ def read_release(path: Path) -> Release:
                 f"{path.name}: refusing to unpack {total} bytes from {compressed} compressed "
                 f"(limit {MAX_UNCOMPRESSED_BYTES} bytes, ratio {MAX_COMPRESSION_RATIO}); this looks like a zip bomb"
             )
-        members = [(info.filename, info.file_size, lambda info=info: archive.read(info)) for info in infos]
+        encrypted = [info.filename for info in infos if info.flag_bits & 0x1]
+        if encrypted:
+            raise ReleaseError(f"{path.name}: {encrypted[0][:100]} is encrypted; send an unencrypted zip")
+        members = [(info.filename, info.file_size, lambda i=info: _read_member(path, archive, i)) for info in infos]
     else:
         raise ReleaseError(f"{path.name}: not a folder or a zip file")
     for name, size, read in members:
@@ -146,6 +162,10 @@ def parse_cif(item: ReleaseFile) -> ParsedStructure:
     if not structures:
         raise ValueError("the CIF holds no structure")
     structure = structures[0]
+    unknown = sorted({getattr(s, "symbol", str(s)) for s in structure.composition.elements} - set(ELEMENTS))
+    if unknown:
+        raise ValueError(f"unknown element(s) {', '.join(unknown)}: not chemical elements from H to Pu")
+    structure.remove_oxidation_states()  # ICSD CIFs name species (Co3+); the elements are what is stored
     if not structure.is_ordered:
         raise ValueError("partial occupancy (disordered structure); FEFF needs an ordered structure")
     try:

@@ -13,12 +13,15 @@ import json
 import logging
 import platform
 import subprocess
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 import mlcore
@@ -345,13 +348,23 @@ def store_element_metrics(version, prepared: PreparedData, p_validation, p_test,
     ElementMetric.objects.bulk_create(rows)
 
 
+#: PostgreSQL advisory-lock key that serialises promotions ("PROM").
+PROMOTION_LOCK_ID = 0x50524F4D
+
+
 @transaction.atomic
 def promote(model_version_id: int) -> ModelVersion:
     """Make this model the only production model.
 
-    Row locks on every production candidate serialise concurrent promotions; the
-    partial unique index guarantees at most one production model regardless.
+    Concurrent promotions run one after the other: on PostgreSQL each takes a
+    transaction-scoped advisory lock first (row locks alone cannot serialise them:
+    with no production model yet there is no row to lock, and the loser would hit the
+    unique index). The partial unique index guarantees at most one production model
+    regardless.
     """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [PROMOTION_LOCK_ID])
     version = ModelVersion.objects.select_for_update().get(pk=model_version_id)
     if version.status != ModelVersion.State.READY or not version.artifact:
         raise ValueError(f"model {version.pk} is {version.status}; only a trained model can be promoted")
@@ -361,6 +374,73 @@ def promote(model_version_id: int) -> ModelVersion:
         version.is_production = True
         version.save(update_fields=["is_production"])
     return version
+
+
+# --- One training at a time per split ----------------------------------------------------
+
+#: High 32 bits of the PostgreSQL advisory-lock key of a split's training ("TRAN").
+TRAINING_LOCK_NAMESPACE = 0x5452414E
+
+
+@contextmanager
+def training_lock(dataset_id: int | None, on_wait=None, poll_s: float = 1.0):
+    """Hold the training lock of one split while the block runs.
+
+    Two trainings of the same split never run at once: the second waits here, still
+    queued (``on_wait`` is called once when it starts waiting), and runs when the first
+    is done. On PostgreSQL the lock is a session advisory lock, so it is released when
+    its holder's connection ends, a worker killed with -9 included; elsewhere (SQLite,
+    in-process tasks) it is an exclusive ``flock`` on a file under DATA_DIR.
+    """
+    key = int(dataset_id or 0)
+    if connection.vendor == "postgresql":
+        lock_id = (TRAINING_LOCK_NAMESPACE << 32) | (key & 0xFFFFFFFF)
+
+        def acquire() -> bool:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", [lock_id])
+                return bool(cursor.fetchone()[0])
+
+        def release() -> None:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [lock_id])
+            except DatabaseError:  # the connection is gone, and the lock with it
+                logger.warning("training lock of split %s: connection lost before unlocking", key)
+
+    else:
+        import fcntl
+
+        folder = Path(settings.DATA_DIR) / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / f"training-{key}.lock", "a+")  # noqa: SIM115 - closed in release()
+
+        def acquire() -> bool:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+        def release() -> None:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+    waiting = False
+    try:
+        while not acquire():
+            if not waiting and on_wait is not None:
+                on_wait()
+            waiting = True
+            time.sleep(poll_s)
+    except BaseException:
+        if connection.vendor != "postgresql":
+            handle.close()
+        raise
+    try:
+        yield
+    finally:
+        release()
 
 
 def mark_failed_version(run: TrainingRun) -> None:

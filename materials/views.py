@@ -1,12 +1,34 @@
-"""Server-rendered pages. Views stay thin: querysets and model methods do the work."""
+"""Server-rendered pages. Views stay thin: querysets, ``candidates``, ``pages`` and
+``figures`` do the work; each page issues a constant number of queries.
+"""
 
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count, Q
-from django.http import JsonResponse
-from django.shortcuts import get_object_or_404, render
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
 
-from materials.models import Material, ModelVersion, Spectrum, TopologyLabel
+from materials import candidates, figures, pages
+from materials.forms import CandidateFilterForm, ScreeningUploadForm
+from materials.models import (
+    Dataset,
+    Material,
+    ModelVersion,
+    Prediction,
+    ScreeningBatch,
+    Spectrum,
+    TopologyLabel,
+    TrainingRun,
+)
+
+RECENT = 5
+SCREENING_CANDIDATES_SHOWN = 100
 
 
 def dashboard(request):
@@ -16,34 +38,292 @@ def dashboard(request):
         topological=Count("id", filter=Q(label="topological")),
         trivial=Count("id", filter=Q(label="trivial")),
     )
+    production = ModelVersion.objects.filter(is_production=True).select_related("dataset").first()
     context = {
         "counts": counts,
         "spectra_count": Spectrum.objects.count(),
         "label_count": TopologyLabel.objects.count(),
-        "production": ModelVersion.objects.production(),
+        "production": production,
+        "summary": pages.metric_summary(production) if production else None,
+        "runs": TrainingRun.objects.select_related("model_version").order_by("-created")[:RECENT],
+        "screenings": ScreeningBatch.objects.select_related("model_version").order_by("-created")[:RECENT],
     }
     return render(request, "materials/dashboard.html", context)
 
 
+# --- Candidates -----------------------------------------------------------------------
+
+
+def _candidate_filters(request) -> tuple[CandidateFilterForm, dict | None]:
+    form = CandidateFilterForm(request.GET or None)
+    if not form.is_bound:
+        return form, {}
+    return form, (form.cleaned_data if form.is_valid() else None)
+
+
+def candidate_list(request):
+    production = ModelVersion.objects.production()
+    form, filters = _candidate_filters(request)
+    page = None
+    if production is not None and filters is not None:
+        page = candidates.candidate_page(production, filters, candidates.page_number(request.GET.get("page")))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "production": production,
+        "form": form,
+        "page": page,
+        "query": query.urlencode(),
+        "min_support": candidates.MIN_SUPPORT,
+    }
+    return render(request, "materials/candidate_list.html", context)
+
+
+def candidate_export(request):
+    production = ModelVersion.objects.production()
+    if production is None:
+        return HttpResponse("No production model: nothing is ranked yet.\n", status=404, content_type="text/plain")
+    form, filters = _candidate_filters(request)
+    if filters is None:
+        errors = "; ".join(f"{name}: {' '.join(e)}" for name, e in form.errors.items())
+        return HttpResponse(f"Invalid filter: {errors}\n", status=400, content_type="text/plain")
+    response = StreamingHttpResponse(
+        candidates.candidates_csv_lines(production, filters), content_type="text/csv; charset=utf-8"
+    )
+    stamp = timezone.now().strftime("%Y%m%d-%H%M")
+    response["Content-Disposition"] = f'attachment; filename="candidates-model{production.pk}-{stamp}.csv"'
+    return response
+
+
+# --- Materials ------------------------------------------------------------------------
+
+
 def material_list(request):
-    materials = Material.objects.order_by("-has_spectra", "reduced_formula")
+    materials = Material.objects.defer("structure").order_by("-has_spectra", "reduced_formula", "id")
     query = request.GET.get("q", "").strip()
     if query:
         materials = materials.filter(Q(reduced_formula__iexact=query) | Q(mp_id=query) | Q(materiae_id=query))
     if request.GET.get("with_spectra"):
         materials = materials.filter(has_spectra=True)
     page = Paginator(materials, 50).get_page(request.GET.get("page"))
-    return render(request, "materials/material_list.html", {"page": page, "query": query})
+    filters = request.GET.copy()
+    filters.pop("page", None)
+    context = {"page": page, "query": query, "filters": filters.urlencode()}
+    return render(request, "materials/material_list.html", context)
 
 
 def material_detail(request, pk: int):
     material = get_object_or_404(Material, pk=pk)
+    spectra = list(material.spectra.order_by("element", "source"))
+    production = ModelVersion.objects.production()
+    predictions = list(
+        material.predictions.select_related("model_version").order_by(
+            "-model_version__is_production", "-model_version__created"
+        )
+    )
+    explanation = pages.explain_material(material, production, spectra)
+    figure = figures.spectra_figure(pages.raw_traces(spectra), explanation.standardized)
     context = {
         "material": material,
-        "labels": material.labels.all(),
-        "spectra": material.spectra.all(),
+        "labels": list(material.labels.order_by("catalogue")),
+        "spectra": spectra,
+        "structure": pages.structure_summary(material),
+        "predictions": predictions,
+        "production": production,
+        "explanation": explanation,
+        "spectra_figure": figures.figure_json(figure),
+        "contributions_figure": figures.figure_json(
+            figures.contributions_figure(dict(explanation.contributions)) if len(explanation.contributions) else None
+        ),
     }
     return render(request, "materials/material_detail.html", context)
+
+
+# --- Models -------------------------------------------------------------------------
+
+
+def _subset(request) -> str:
+    return "validation" if request.GET.get("subset") == "validation" else "test"
+
+
+def model_detail(request, pk: int):
+    version = get_object_or_404(ModelVersion.objects.select_related("dataset"), pk=pk)
+    run = TrainingRun.objects.filter(model_version=version).first()
+    subset = _subset(request)
+    metrics = version.metrics or {}
+    roc = metrics.get("roc" if subset == "test" else "validation_roc") or {}
+    context = {
+        "version": version,
+        "run": run,
+        "subset": subset,
+        "summary": pages.metric_summary(version, subset),
+        "heatmaps": pages.element_heatmaps(version, subset),
+        "roc_figure": figures.figure_json(
+            figures.roc_figure(roc, version.threshold, f"ROC ({pages.SUBSET_NAMES[subset]})", metrics.get(subset))
+        ),
+        "curves_figure": figures.figure_json(figures.training_curves_figure(run.history if run else [])),
+        "projection_figure": figures.figure_json(figures.projection_figure(metrics.get("projection") or {})),
+        "n": metrics.get("n") or {},
+    }
+    return render(request, "materials/model_detail.html", context)
+
+
+def model_compare(request):
+    subset = _subset(request)
+    datasets = list(Dataset.objects.annotate(n_models=Count("model_versions")).order_by("-created"))
+    production = ModelVersion.objects.production()
+    chosen = None
+    wanted = request.GET.get("dataset")
+    if wanted and wanted.isdigit():
+        chosen = next((d for d in datasets if d.pk == int(wanted)), None)
+    if chosen is None and production is not None:
+        chosen = next((d for d in datasets if d.pk == production.dataset_id), None)
+    if chosen is None:
+        chosen = next((d for d in datasets if d.n_models), None)
+    versions = list(ModelVersion.objects.select_related("dataset").order_by("-created"))
+    on_split = [v for v in versions if chosen is not None and v.dataset_id == chosen.pk and v.metrics]
+    compared, figure = pages.comparison(on_split, subset)
+    context = {
+        "subset": subset,
+        "datasets": datasets,
+        "dataset": chosen,
+        "compared": compared,
+        "comparison_figure": figure,
+        "others": [v for v in versions if v not in on_split],
+        "production": production,
+    }
+    return render(request, "materials/model_compare.html", context)
+
+
+# --- Dataset ------------------------------------------------------------------------
+
+
+def dataset_detail(request):
+    datasets = list(Dataset.objects.order_by("-created"))
+    wanted = request.GET.get("dataset")
+    dataset = None
+    if wanted and wanted.isdigit():
+        dataset = next((d for d in datasets if d.pk == int(wanted)), None)
+    if dataset is None:
+        production = ModelVersion.objects.filter(is_production=True).only("dataset_id").first()
+        dataset = next((d for d in datasets if production and d.pk == production.dataset_id), None)
+    dataset = dataset or (datasets[0] if datasets else None)
+    counts = Material.objects.aggregate(
+        materials=Count("id"),
+        labelled=Count("id", filter=~Q(label="")),
+        usable=Count("id", filter=Q(has_spectra=True) & ~Q(label="")),
+    )
+    context = {
+        "datasets": datasets,
+        "dataset": dataset,
+        "counts": counts,
+        "charts": pages.dataset_figures(dataset.balance if dataset else []),
+    }
+    return render(request, "materials/dataset.html", context)
+
+
+# --- Screenings -----------------------------------------------------------------------
+
+
+def screening_list(request):
+    batches = ScreeningBatch.objects.select_related("model_version", "created_by").order_by("-created")
+    page = Paginator(batches, 25).get_page(request.GET.get("page"))
+    return render(request, "materials/screening_list.html", {"page": page})
+
+
+def screening_detail(request, pk: int):
+    batch = get_object_or_404(ScreeningBatch.objects.select_related("model_version", "created_by"), pk=pk)
+    rows = []
+    if batch.model_version_id:
+        rows = list(
+            Prediction.objects.filter(model_version_id=batch.model_version_id, material__screenings=batch)
+            .select_related("material")
+            .only("id", "probability", "predicted_class", "material_id", *candidates.MATERIAL_COLUMNS)
+            .order_by("-probability", "material_id")[:SCREENING_CANDIDATES_SHOWN]
+        )
+    context = {
+        "batch": batch,
+        "rows": rows,
+        "shown": SCREENING_CANDIDATES_SHOWN,
+        "stages": _stage_rows(batch.stage_counts or {}),
+    }
+    return render(request, "materials/screening_detail.html", context)
+
+
+STAGE_LABELS = {
+    "files": "files in the release",
+    "parsed": "CIFs parsed",
+    "unparseable": "CIFs that could not be parsed",
+    "quality_checked": "checked by the ICSD quality filter",
+    "passed_quality": "passed the quality filter",
+    "existing_materials": "already in the database",
+    "new_materials": "new materials stored",
+    "spectra_stored": "element spectra already stored",
+    "spectra_from_mp": "spectra from the Materials Project",
+    "spectra_computed": "spectra computed with FEFF",
+    "spectra_failed": "spectra that failed",
+    "classified": "materials classified",
+}
+
+
+def _stage_rows(counts: dict) -> list[tuple[str, str, int]]:
+    ordered = [key for key in STAGE_LABELS if key in counts] + [key for key in counts if key not in STAGE_LABELS]
+    return [(key, STAGE_LABELS.get(key, key.replace("_", " ")), counts[key]) for key in ordered]
+
+
+@require_GET
+def screening_status(request, pk: int):
+    """Progress for the detail page's polling (a few hundred bytes, one query)."""
+    batch = get_object_or_404(
+        ScreeningBatch.objects.only(
+            "id", "status", "progress", "progress_message", "stage_counts", "error", "started", "finished"
+        ),
+        pk=pk,
+    )
+    return JsonResponse(
+        {
+            "id": batch.pk,
+            "status": batch.status,
+            "finished": batch.is_finished,
+            "progress": round(batch.progress, 4),
+            "progress_message": batch.progress_message,
+            "stage_counts": batch.stage_counts,
+            "stages": [{"key": k, "label": label, "count": n} for k, label, n in _stage_rows(batch.stage_counts or {})],
+            "error": batch.error,
+            "seconds": batch.seconds,
+        }
+    )
+
+
+def screening_download(request, pk: int):
+    from materials.screening import candidates_csv
+
+    batch = get_object_or_404(ScreeningBatch, pk=pk)
+    response = HttpResponse(candidates_csv(batch), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="screening-{batch.pk}-candidates.csv"'
+    return response
+
+
+@login_required(login_url="materials:login")
+def screening_upload(request):
+    from materials.screening import create_batch, start_screening_batch
+
+    production = ModelVersion.objects.production()
+    if request.method == "POST":
+        form = ScreeningUploadForm(request.POST, request.FILES)
+        if form.is_valid():
+            upload = form.cleaned_data["release"]
+            with transaction.atomic():
+                batch = create_batch(form.cleaned_data["name"], upload.name, upload=upload, user=request.user)
+                start_screening_batch(batch.pk)
+            messages.success(request, f"Screening “{batch.name}” started: {form.n_cifs} CIF files.")
+            return redirect("materials:screening-detail", pk=batch.pk)
+    else:
+        form = ScreeningUploadForm()
+    return render(request, "materials/screening_upload.html", {"form": form, "production": production})
+
+
+# --- Health -------------------------------------------------------------------------
 
 
 def healthz(request):

@@ -203,10 +203,26 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # One name per choice set: without these the schema gets hashed names (Kind28cEnum) and
+    # `manage.py check` warns (drf_spectacular.W001).
+    "ENUM_NAME_OVERRIDES": {
+        "BinaryClassEnum": "materials.models.BINARY_CLASSES",
+        "ModelKindEnum": "materials.models.ModelVersion.Kind",
+        "ModelStateEnum": "materials.models.ModelVersion.State",
+        "JobKindEnum": "materials.models.Job.Kind",
+        "WorkStatusEnum": "materials.models.Status",
+        "MaterialSourceEnum": "materials.models.Material.Source",
+        "SpectrumSourceEnum": "materials.models.Spectrum.Source",
+    },
 }
 
 # --- Production hardening (DJANGO_ENV=production) ------------------------------------
 if PRODUCTION:
+    # Refuse to start half-configured, as for SECRET_KEY above: `manage.py check --deploy` is clean.
+    if DEBUG:
+        raise RuntimeError("DEBUG must be off when DJANGO_ENV=production (unset DEBUG)")
+    if not ALLOWED_HOSTS:
+        raise RuntimeError("ALLOWED_HOSTS must be set when DJANGO_ENV=production (comma-separated host names)")
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=True)
     SESSION_COOKIE_SECURE = True

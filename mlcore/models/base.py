@@ -54,6 +54,19 @@ def check_labels(X: MaterialSpectra, y: Any, sample_weight: Any = None) -> tuple
     return labels.astype(np.int64), weights
 
 
+def balanced_class_weights(y: np.ndarray, sample_weight: np.ndarray) -> np.ndarray:
+    """Rescale ``sample_weight`` so that both classes carry the same total weight.
+
+    Unlike scikit-learn's multiplicative ``class_weight="balanced"``, this is
+    idempotent: weights from :func:`mlcore.weights.sample_weights`, which already
+    correct class imbalance, are only nudged, not corrected twice.
+    """
+    totals = np.bincount(y, weights=sample_weight, minlength=2)
+    if np.any(totals <= 0):
+        raise ValueError("each class needs a positive total sample weight")
+    return sample_weight * (totals.sum() / 2.0) / totals[y]
+
+
 def channel_lookup(elements: np.ndarray) -> np.ndarray:
     """(len(ELEMENTS),) array: channel position of each element in ``elements``, -1 if absent."""
     lookup = np.full(N_ELEMENTS, -1, dtype=np.int64)

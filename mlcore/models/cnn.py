@@ -202,11 +202,11 @@ class SpectraCNNClassifier(SpectraClassifier):
     # ---------------------------------------------------------------- inference
     def predict_proba(self, X: MaterialSpectra) -> np.ndarray:
         """(N,) float64 probability that each material is topological."""
-        return self._run(X, self._probability_function)[:, 0].astype(np.float64)
+        return self._run(X, "probability")[:, 0].astype(np.float64)
 
     def encode(self, X: MaterialSpectra) -> np.ndarray:
         """(N, encoded_units) learned representation before the sigmoid (paper Fig. 3d)."""
-        return self._run(X, self._encoded_function).astype(np.float64)
+        return self._run(X, "encoded").astype(np.float64)
 
     def to_formulation(self, formulation: Literal["sparse", "dense"]) -> SpectraCNNClassifier:
         """A copy of this fitted model in the other formulation, with identical weights."""
@@ -324,29 +324,27 @@ class SpectraCNNClassifier(SpectraClassifier):
             rows = rows.shuffle(X.n_materials, seed=self.random_state, reshuffle_each_iteration=True)
         return rows.batch(batch_size).map(batch_of_materials, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
-    def _run(self, X: MaterialSpectra, make_function) -> np.ndarray:
+    def _run(self, X: MaterialSpectra, output: str) -> np.ndarray:
+        """Evaluate the network up to layer ``output`` over batches of materials."""
         self._check_fitted()
         X = check_dataset(X)
         self._check_composition(X)
-        function = make_function()
-        outputs = [function(inputs).numpy() for inputs in self._dataset(X, batch_size=self.predict_batch_size)]
-        return np.concatenate(outputs) if outputs else np.zeros((0, self.model_.output.shape[-1]))
+        batches = self._dataset(X, batch_size=self.predict_batch_size)
+        if output not in self._inference_functions:
+            # One graph per output; the signature has unknown batch sizes, so no retracing.
+            network = self.model_ if output == "probability" else self._submodel(output)
+            self._inference_functions[output] = tf.function(
+                lambda inputs: network(inputs, training=False), input_signature=[batches.element_spec]
+            )
+        function = self._inference_functions[output]
+        results = [function(inputs).numpy() for inputs in batches]
+        return np.concatenate(results) if results else np.zeros((0, self.model_.get_layer(output).output.shape[-1]))
 
-    def _probability_function(self):
-        if self._probability_graph is None:
-            model = self.model_
-            self._probability_graph = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
-        return self._probability_graph
-
-    def _encoded_function(self):
-        if self._encoded_graph is None:
-            encoder = keras.Model(self.model_.inputs, self.model_.get_layer("encoded").output)
-            self._encoded_graph = tf.function(lambda inputs: encoder(inputs, training=False), reduce_retracing=True)
-        return self._encoded_graph
+    def _submodel(self, output: str) -> keras.Model:
+        return keras.Model(self.model_.inputs, self.model_.get_layer(output).output)
 
     def _reset_functions(self) -> None:
-        self._probability_graph = None
-        self._encoded_graph = None
+        self._inference_functions = {}
 
     # -------------------------------------------------------------- persistence
     def _get_state(self) -> tuple[dict, dict[str, np.ndarray]]:

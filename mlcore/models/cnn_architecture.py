@@ -17,11 +17,12 @@ yet the encoder still runs on all of them; an absent row yields the constant fea
 vector ``encoder(0)`` (ReLU of the bias), not zeros.
 
 The *sparse* formulation (:func:`build_sparse_cnn`) runs the encoder once per present
-spectrum (M rows) plus once on a single zero spectrum, then writes the M feature
-vectors into their (material, channel) slots of a (B, n_channels, F) block whose
-other slots hold ``encoder(0)``. The flattened block is identical to the dense
-formulation's, so the two models give the same outputs with the same weights
-(tested to |dp| < 1e-5) while the convolutions cost M instead of B * n_channels rows.
+spectrum (M rows) plus once on a single zero spectrum, and :class:`SparseElementDense`
+evaluates ``spectra_dense`` as if the M feature vectors sat in their (material,
+channel) slots and ``encoder(0)`` filled every other slot. That is exactly the dense
+formulation's flattened input, so the two models give the same outputs with the same
+weights (tested to |dp| < 1e-5) while the convolutions cost M instead of
+B * n_channels rows.
 """
 
 from __future__ import annotations
@@ -77,35 +78,74 @@ class ZeroSpectrum(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mlcore")
-class ElementSlots(layers.Layer):
-    """Scatter per-spectrum features into flattened (material, channel) slots.
+class SparseElementDense(layers.Layer):
+    """``Dense(units, relu)`` over the flattened (channel, feature) slots, fed by present spectra only.
 
     Inputs ``[features (M, F), empty_features (1, F), element_channel (M,), spectrum_count (B,)]``
-    with spectra ordered by material; output (B, n_channels * F) where the slot of a
-    present element holds its features and every other slot holds ``empty_features``.
+    with spectra ordered by material. The slot of a present element holds its spectrum's
+    features and every other slot holds ``empty_features``; the output equals a Keras
+    ``Dense`` on the dense formulation's flattened encoder output (same kernel layout
+    and initialisation), computed in one of two equivalent ways:
+
+    training
+        Scatter the M feature vectors into a (B, n_channels * F) slot block and multiply
+        by the kernel; its gradient is one dense matrix product.
+    inference
+        ``sum_c empty @ kernel_c`` plus, for each present spectrum,
+        ``(features - empty) @ kernel_channel``, grouped by channel: about n_channels / 3
+        times fewer operations than the slot block, but a slower gradient.
     """
 
-    def __init__(self, n_channels: int, **kwargs) -> None:
+    def __init__(self, units: int, n_channels: int, l2_strength: float, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.units = units
         self.n_channels = n_channels
+        self.l2_strength = l2_strength
 
-    def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
+    def build(self, input_shapes: list[tuple]) -> None:
+        self.n_features = int(input_shapes[0][-1])
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(self.n_channels * self.n_features, self.units),
+            initializer="glorot_uniform",
+            regularizer=keras.regularizers.L2(self.l2_strength),
+        )
+        self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+
+    def call(self, inputs: list[tf.Tensor], training: bool | None = None) -> tf.Tensor:
         features, empty_features, element_channel, spectrum_count = inputs
         n_materials = tf.shape(spectrum_count)[0]
-        n_features = features.shape[-1]
         material = tf.repeat(tf.range(n_materials), tf.cast(spectrum_count, tf.int32))
+        channel = tf.cast(element_channel, tf.int32)
+        combine = self._slot_block_product if training else self._grouped_product
+        return tf.nn.relu(combine(features, empty_features, channel, material, n_materials) + self.bias)
+
+    def _slot_block_product(self, features, empty_features, channel, material, n_materials) -> tf.Tensor:
         slots = tf.broadcast_to(
-            tf.reshape(empty_features, (1, 1, n_features)), (n_materials, self.n_channels, n_features)
+            tf.reshape(empty_features, (1, 1, self.n_features)), (n_materials, self.n_channels, self.n_features)
         )
-        positions = tf.stack([material, tf.cast(element_channel, tf.int32)], axis=1)
-        slots = tf.tensor_scatter_nd_update(slots, positions, features)
-        return tf.reshape(slots, (n_materials, self.n_channels * n_features))
+        slots = tf.tensor_scatter_nd_update(slots, tf.stack([material, channel], axis=1), features)
+        return tf.matmul(tf.reshape(slots, (n_materials, self.n_channels * self.n_features)), self.kernel)
+
+    def _grouped_product(self, features, empty_features, channel, material, n_materials) -> tf.Tensor:
+        kernel = tf.reshape(self.kernel, (self.n_channels, self.n_features, self.units))
+        every_slot_empty = tf.matmul(empty_features, tf.reduce_sum(kernel, axis=0))
+        change = features - empty_features
+        rows = tf.dynamic_partition(change, channel, self.n_channels)
+        positions = tf.dynamic_partition(tf.range(tf.shape(change)[0]), channel, self.n_channels)
+        per_spectrum = tf.dynamic_stitch(positions, [tf.matmul(rows[c], kernel[c]) for c in range(self.n_channels)])
+        return tf.math.unsorted_segment_sum(per_spectrum, material, n_materials) + every_slot_empty
 
     def compute_output_shape(self, input_shapes: list[tuple]) -> tuple:
-        return (input_shapes[3][0], self.n_channels * input_shapes[0][-1])
+        return (input_shapes[3][0], self.units)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "n_channels": self.n_channels}
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "n_channels": self.n_channels,
+            "l2_strength": self.l2_strength,
+        }
 
 
 @dataclass(frozen=True)
@@ -143,20 +183,13 @@ class CNNArchitecture:
         return extra
 
     def classifier_head(
-        self, spectral_slots: keras.KerasTensor, extra: dict[str, keras.KerasTensor]
+        self, spectral_hidden: keras.KerasTensor, extra: dict[str, keras.KerasTensor]
     ) -> keras.KerasTensor:
-        """Layers after the flattened element slots; identical in both formulations."""
-        hidden = layers.Dense(
-            self.dense_units,
-            activation="relu",
-            kernel_regularizer=keras.regularizers.L2(self.l2_strength),
-            name="spectra_dense",
-        )(spectral_slots)
-        branches = [layers.Dropout(self.dropout, name="spectra_dropout")(hidden)]
+        """Layers after ``spectra_dense``; identical in both formulations."""
+        branches = [layers.Dropout(self.dropout, name="spectra_dropout")(spectral_hidden)]
         if "symmetry" in extra:
-            branches.append(
-                layers.Dense(self.symmetry_units, activation="relu", name="symmetry_dense")(extra["symmetry"])
-            )
+            symmetry = layers.Dense(self.symmetry_units, activation="relu", name="symmetry_dense")(extra["symmetry"])
+            branches.append(symmetry)
         if "composition" in extra:
             branches.append(
                 layers.Dense(self.composition_units, activation="relu", name="composition_dense")(extra["composition"])
@@ -177,11 +210,11 @@ def build_sparse_cnn(architecture: CNNArchitecture) -> keras.Model:
     extra = architecture.extra_inputs()
     features = encoder(spectra)
     empty_features = encoder(ZeroSpectrum(length, name="zero_spectrum")(spectra))
-    slots = ElementSlots(architecture.n_channels, name="element_slots")(
-        [features, empty_features, element_channel, spectrum_count]
-    )
+    hidden = SparseElementDense(
+        architecture.dense_units, architecture.n_channels, architecture.l2_strength, name="spectra_dense"
+    )([features, empty_features, element_channel, spectrum_count])
     inputs = {"spectra": spectra, "element_channel": element_channel, "spectrum_count": spectrum_count, **extra}
-    return keras.Model(inputs, architecture.classifier_head(slots, extra), name="spectra_cnn_sparse")
+    return keras.Model(inputs, architecture.classifier_head(hidden, extra), name="spectra_cnn_sparse")
 
 
 def build_dense_cnn(architecture: CNNArchitecture) -> keras.Model:
@@ -195,5 +228,11 @@ def build_dense_cnn(architecture: CNNArchitecture) -> keras.Model:
     extra = architecture.extra_inputs()
     features = layers.TimeDistributed(encoder, name="spectrum_encoder_per_channel")(spectra_per_channel)
     slots = layers.Flatten(name="element_slots")(features)
+    hidden = layers.Dense(
+        architecture.dense_units,
+        activation="relu",
+        kernel_regularizer=keras.regularizers.L2(architecture.l2_strength),
+        name="spectra_dense",
+    )(slots)
     inputs = {"spectra_per_channel": spectra_per_channel, **extra}
-    return keras.Model(inputs, architecture.classifier_head(slots, extra), name="spectra_cnn_dense")
+    return keras.Model(inputs, architecture.classifier_head(hidden, extra), name="spectra_cnn_dense")

@@ -39,6 +39,8 @@ class KMeansPCAClassifier(SpectraClassifier):
         Principal components per element.
     min_spectra : int, default 4
         Elements with fewer training spectra get no clustering.
+    n_init : int, default 10
+        k-means restarts per element (the best inertia is kept).
     random_state : int
         Seed for k-means initialisation.
 
@@ -55,9 +57,10 @@ class KMeansPCAClassifier(SpectraClassifier):
         Fraction of topological training samples.
     """
 
-    def __init__(self, n_components: int = 2, min_spectra: int = 4, random_state: int = 0) -> None:
+    def __init__(self, n_components: int = 2, min_spectra: int = 4, n_init: int = 10, random_state: int = 0) -> None:
         self.n_components = n_components
         self.min_spectra = min_spectra
+        self.n_init = n_init
         self.random_state = random_state
 
     def fit(
@@ -79,10 +82,14 @@ class KMeansPCAClassifier(SpectraClassifier):
             rows = X.element_index == element
             spectra = X.spectra[rows].astype(np.float64)
             mean = spectra.mean(axis=0)
-            _, _, axes = np.linalg.svd(spectra - mean, full_matrices=False)
-            axes = _padded(axes[: self.n_components], self.n_components)
-            projected = (spectra - mean) @ axes.T
-            kmeans = KMeans(N_CLUSTERS, n_init=10, random_state=self.random_state).fit(projected)
+            centered = spectra - mean
+            # Principal axes from the (L, L) scatter matrix: cheaper than an SVD of the
+            # (n_spectra, L) data and identical up to sign, which clustering ignores.
+            _, eigenvectors = np.linalg.eigh(centered.T @ centered)
+            axes = eigenvectors[:, ::-1][:, : min(self.n_components, len(spectra))].T
+            axes = _padded(axes, self.n_components)
+            projected = centered @ axes.T
+            kmeans = KMeans(N_CLUSTERS, n_init=self.n_init, random_state=self.random_state).fit(projected)
             if np.unique(kmeans.labels_).size < N_CLUSTERS:
                 continue  # identical spectra: no clustering to learn
             # counts[k, c]: spectra of class c in cluster k, as a fraction of class c overall.

@@ -12,6 +12,7 @@ from mlcore.models.base import (
     ProgressCallback,
     SpectraClassifier,
     ValidationData,
+    balanced_class_weights,
     check_dataset,
     check_labels,
     spectra_elements,
@@ -34,7 +35,9 @@ class SVMClassifier(SpectraClassifier):
     gamma : float or "scale"
         RBF width; "scale" uses 1 / (n_features * feature variance) of the training data.
     class_weight : "balanced" or None
-        Passed to scikit-learn's SVC.
+        "balanced" rescales the sample weights so both classes carry the same total
+        weight (idempotent, so it does not double the class correction already in
+        :func:`mlcore.weights.sample_weights`).
     random_state : int
         Seed (SVC is deterministic without probability=True; kept for the interface).
 
@@ -76,9 +79,9 @@ class SVMClassifier(SpectraClassifier):
             if self.gamma == "scale"
             else float(self.gamma)
         )
-        svc = SVC(
-            C=self.C, kernel="rbf", gamma=self.gamma_, class_weight=self.class_weight, random_state=self.random_state
-        )
+        if self.class_weight == "balanced":
+            sample_weight = balanced_class_weights(y, sample_weight)
+        svc = SVC(C=self.C, kernel="rbf", gamma=self.gamma_, random_state=self.random_state)
         svc.fit(features, y, sample_weight=sample_weight)
         # For binary SVC, a positive decision value means classes_[1] = 1 (topological).
         self.support_vectors_ = svc.support_vectors_.astype(np.float32)
@@ -86,7 +89,7 @@ class SVMClassifier(SpectraClassifier):
         self.intercept_ = float(svc.intercept_[0])
         if validation_data is not None:
             X_cal = check_dataset(validation_data[0])
-            y_cal = np.asarray(validation_data[1]).reshape(-1)
+            y_cal, _ = check_labels(X_cal, validation_data[1])
         else:
             X_cal, y_cal = X, y
         platt = LogisticRegression(C=1e6).fit(self.decision_function(X_cal)[:, None], y_cal)

@@ -12,7 +12,14 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from mlcore.data import MaterialSpectra
-from mlcore.models.base import ProgressCallback, SpectraClassifier, ValidationData, check_dataset, check_labels
+from mlcore.models.base import (
+    ProgressCallback,
+    SpectraClassifier,
+    ValidationData,
+    balanced_class_weights,
+    check_dataset,
+    check_labels,
+)
 from mlcore.models.features import composition_and_symmetry
 
 # Per-node arrays exported from scikit-learn's fitted trees.
@@ -32,7 +39,10 @@ class TypeOnlyClassifier(SpectraClassifier):
     max_iter, learning_rate, max_leaf_nodes, l2_regularization :
         Passed to ``HistGradientBoostingClassifier``.
     class_weight : "balanced" or None
-        Re-weights classes inversely to their frequency.
+        "balanced" rescales the sample weights so both classes carry the same total
+        weight (the intent of scikit-learn's ``class_weight="balanced"``, but
+        idempotent: weights from :func:`mlcore.weights.sample_weights` already
+        correct class imbalance and are not corrected twice).
     random_state : int
         Seed for the internal early-stopping split.
 
@@ -78,9 +88,10 @@ class TypeOnlyClassifier(SpectraClassifier):
             learning_rate=self.learning_rate,
             max_leaf_nodes=self.max_leaf_nodes,
             l2_regularization=self.l2_regularization,
-            class_weight=self.class_weight,
             random_state=self.random_state,
         )
+        if self.class_weight == "balanced":
+            sample_weight = balanced_class_weights(y, sample_weight)
         booster.fit(composition_and_symmetry(X), y, sample_weight=sample_weight)
         self._export(booster)
         if progress_callback is not None:
@@ -100,26 +111,32 @@ class TypeOnlyClassifier(SpectraClassifier):
         self.tree_roots_ = offsets
         self.baseline_ = float(np.ravel(booster._baseline_prediction)[0])
 
-    def decision_function(self, X: MaterialSpectra) -> np.ndarray:
+    def decision_function(self, X: MaterialSpectra, batch_size: int = 8192) -> np.ndarray:
         """(N,) log-odds of topological: baseline plus the leaf values of every tree."""
         if not hasattr(self, "nodes_"):
             raise ValueError("TypeOnlyClassifier is not fitted; call fit() first")
         features = composition_and_symmetry(check_dataset(X))
+        scores = np.empty(features.shape[0])
+        for start in range(0, features.shape[0], batch_size):
+            scores[start : start + batch_size] = self._tree_sum(features[start : start + batch_size])
+        return self.baseline_ + scores
+
+    def _tree_sum(self, features: np.ndarray) -> np.ndarray:
+        """Sum over trees of each row's leaf value; only (row, tree) pairs not yet at a leaf advance."""
         nodes = self.nodes_
-        current = np.broadcast_to(self.tree_roots_, (features.shape[0], self.tree_roots_.size)).copy()
-        rows = np.arange(features.shape[0])[:, None]
-        while True:
-            active = ~nodes["is_leaf"][current].astype(bool)
-            if not active.any():
-                break
-            value = features[rows, nodes["feature_idx"][current]]
-            go_left = np.where(
-                np.isnan(value),
-                nodes["missing_go_to_left"][current].astype(bool),
-                value <= nodes["num_threshold"][current],
-            )
-            current = np.where(active, np.where(go_left, nodes["left"][current], nodes["right"][current]), current)
-        return self.baseline_ + nodes["value"][current].sum(axis=1)
+        n_rows, n_trees = features.shape[0], self.tree_roots_.size
+        current = np.tile(self.tree_roots_, n_rows)  # (row, tree) pairs, row-major
+        row_of_pair = np.repeat(np.arange(n_rows), n_trees)
+        active = np.arange(current.size)
+        while active.size:
+            node = current[active]
+            inner = ~nodes["is_leaf"][node].astype(bool)
+            active, node = active[inner], node[inner]
+            value = features[row_of_pair[active], nodes["feature_idx"][node]]
+            missing_left = nodes["missing_go_to_left"][node].astype(bool)
+            go_left = np.where(np.isnan(value), missing_left, value <= nodes["num_threshold"][node])
+            current[active] = np.where(go_left, nodes["left"][node], nodes["right"][node])
+        return nodes["value"][current].reshape(n_rows, n_trees).sum(axis=1)
 
     def predict_proba(self, X: MaterialSpectra) -> np.ndarray:
         """(N,) probability that each material is topological."""

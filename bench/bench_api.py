@@ -1,0 +1,388 @@
+"""REST predictions list under load: gunicorn, 16 concurrent keep-alive connections,
+300,000 predictions in PostgreSQL.
+
+Creates a scratch database (``screening_bench_api``), migrates it, and fills it with
+CLEARLY SYNTHETIC data: 300,000 materials whose element sets and space groups are
+resampled from the real Materiae catalogue (data/labels/materiae_labels.csv), random
+labels (a third labelled), and one production model version with one random
+prediction per material (300,000 rows), all with COPY. It then starts gunicorn on a
+free port of 127.0.0.1 (DEBUG off, throttling off so that the load is not refused)
+and loads ``GET /api/predictions/`` (anonymous, the default page of 50, the
+production model, best first) from 16 threads, each with its own keep-alive HTTP
+connection, for a fixed time after a warm-up. Every response must be a 200 with 50
+results. Then it drops the scratch database.
+
+Prints (``name: value unit``):
+
+    api_predictions_p95_ms: X ms        <- the figure; target <= 50 ms
+    api_predictions_p50_ms: X ms
+    api_predictions_p99_ms: X ms
+    api_predictions_requests_per_second: X req/s
+    api_predictions_filtered_p95_ms: X ms   (element + probability + label filters, and page 2 by cursor)
+
+Usage: python bench/bench_api.py [--materials 300000] [--seconds 20] [--connections 16] [--keep]
+Needs PostgreSQL: DATABASE_URL (its server is used, the database name is replaced),
+or the local server at 127.0.0.1:5432 (user postgres). Load stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import psycopg
+
+REPO = Path(__file__).resolve().parent.parent
+DATABASE = "screening_bench_api"
+SYNTHETIC = "SYNTHETIC benchmark data (bench/bench_api.py), not real materials"
+LIST_PATH = "/api/predictions/"
+FILTERED_PATHS = [
+    "/api/predictions/?element=O&probability_min=0.5",
+    "/api/predictions/?label=unlabelled&probability_max=0.9",
+    "/api/predictions/?element=Se&label=unlabelled",
+    "/api/predictions/?space_group=225",
+]
+
+
+def server_urls() -> tuple[str, str]:
+    """(maintenance database URL, scratch database URL) on the configured server."""
+    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    parts = urlsplit(base)
+    if not parts.scheme.startswith("postgres"):
+        sys.exit(f"bench_api needs PostgreSQL; DATABASE_URL is {base!r}")
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    return admin, urlunsplit(parts._replace(path=f"/{DATABASE}"))
+
+
+def recreate_database(admin_url: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        connection.execute(f"CREATE DATABASE {DATABASE}")
+
+
+def drop_database(admin_url: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+
+
+def catalogue_compositions() -> list[tuple[list[str], int]]:
+    rows = []
+    with open(REPO / "data" / "labels" / "materiae_labels.csv") as handle:
+        for row in csv.DictReader(handle):
+            elements = sorted(set(re.findall(r"[A-Z][a-z]?", row["formula"])))
+            if elements and row["spacegroup"].isdigit():
+                rows.append((elements, int(row["spacegroup"])))
+    return rows
+
+
+def copy_rows(cursor, table: str, columns: list[str], rows) -> None:
+    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def fill(n_materials: int, seed: int = 0) -> dict:
+    """Synthetic materials and one production model with one prediction each."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from materials.chemistry import symmetry_of
+    from materials.models import Dataset, ModelVersion
+
+    rng = np.random.default_rng(seed)
+    compositions = catalogue_compositions()
+    picks = rng.integers(0, len(compositions), size=n_materials)
+    labels = rng.choice(["", "topological", "trivial"], size=n_materials, p=[0.67, 0.13, 0.20])
+    now = timezone.now()
+    symmetry = {number: symmetry_of(number) for number in {sg for _, sg in compositions}}
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+
+        def materials():
+            for index, pick in enumerate(picks.tolist(), start=1):
+                elements, number = compositions[pick]
+                group = symmetry[number]
+                formula = "".join(elements)
+                yield (
+                    index,
+                    json.dumps([2_000_000 + index]),
+                    formula,
+                    formula,
+                    json.dumps(elements),
+                    "-" + "-".join(elements) + "-",
+                    number,
+                    group.symbol,
+                    group.point_group,
+                    group.crystal_system,
+                    "",
+                    "icsd",
+                    SYNTHETIC,
+                    labels[index - 1],
+                    True,
+                    now,
+                )
+
+        copy_rows(
+            cursor.cursor,
+            "materials_material",
+            [
+                "id",
+                "icsd_ids",
+                "formula",
+                "reduced_formula",
+                "elements",
+                "elements_key",
+                "space_group_number",
+                "space_group_symbol",
+                "point_group",
+                "crystal_system",
+                "structure_source",
+                "source",
+                "source_release",
+                "label",
+                "has_spectra",
+                "created",
+            ],
+            materials(),
+        )
+        cursor.execute("SELECT setval(pg_get_serial_sequence('materials_material', 'id'), %s)", [n_materials])
+    material_seconds = time.perf_counter() - started
+    dataset = Dataset.objects.create(name="synthetic-bench-api", content_hash="0" * 64)
+    version = ModelVersion.objects.create(
+        kind="svm-sg",
+        name="synthetic-production",
+        dataset=dataset,
+        status="ready",
+        threshold=0.5,
+        is_production=True,
+        metrics={"note": SYNTHETIC},
+    )
+    started = time.perf_counter()
+    probabilities = rng.beta(0.6, 1.4, size=n_materials)
+    with connection.cursor() as cursor:
+        copy_rows(
+            cursor.cursor,
+            "materials_prediction",
+            ["material_id", "model_version_id", "probability", "predicted_class", "created"],
+            (
+                (index, version.pk, p, "topological" if p >= 0.5 else "trivial", now)
+                for index, p in enumerate(probabilities.tolist(), start=1)
+            ),
+        )
+        cursor.execute("VACUUM ANALYZE materials_material")
+        cursor.execute("VACUUM ANALYZE materials_prediction")
+    return {"materials_s": material_seconds, "predictions_s": time.perf_counter() - started, "version": version}
+
+
+def explain_list(version) -> str:
+    """The plan of the list's page query (what the view runs)."""
+    from django.db import connection
+
+    from materials.api.filters import production_model_id
+    from materials.api.serializers import PREDICTION_VALUES
+    from materials.models import Prediction
+
+    queryset = (
+        Prediction.objects.filter(model_version_id=production_model_id())
+        .values(*PREDICTION_VALUES)
+        .order_by("-probability", "id")[:51]
+    )
+    sql, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + sql, params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_gunicorn(database_url: str, port: int, workers: int, threads: int) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DEBUG": "false",
+        "DJANGO_ENV": "development",
+        "CONN_MAX_AGE": "600",
+        "LOG_LEVEL": "WARNING",
+        # Throttling off: the bench is one client hammering the API on purpose.
+        "API_THROTTLE_ANON": "",
+        "API_THROTTLE_USER": "",
+        "CELERY_BROKER_URL": "",
+    }
+    command = [
+        str(Path(sys.executable).parent / "gunicorn"),
+        "screening.wsgi:application",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(threads),
+        "--keep-alive",
+        "30",
+        "--log-level",
+        "warning",
+    ]
+    server = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {server.returncode}")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", LIST_PATH)
+            if connection.getresponse().status == 200:
+                connection.close()
+                return server
+        except OSError:
+            time.sleep(0.3)
+    stop(server)
+    raise RuntimeError("gunicorn did not answer within 60 s")
+
+
+def stop(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def load(port: int, paths: list[str], connections: int, seconds: float, warmup: float) -> tuple[list[float], int]:
+    """``connections`` threads, one keep-alive connection each, requesting ``paths`` in
+    turn for ``warmup + seconds``; returns the latencies (ms) after the warm-up and the
+    number of failed responses."""
+    latencies: list[list[float]] = [[] for _ in range(connections)]
+    failures = [0] * connections
+    start = time.monotonic()
+    measure_from, stop_at = start + warmup, start + warmup + seconds
+
+    def worker(slot: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        turn = slot
+        while True:
+            now = time.monotonic()
+            if now >= stop_at:
+                break
+            path = paths[turn % len(paths)]
+            turn += 1
+            began = time.perf_counter()
+            try:
+                connection.request("GET", path, headers={"Accept": "application/json"})
+                response = connection.getresponse()
+                body = response.read()
+                ok = response.status == 200 and body.startswith(b'{"next":')
+                if response.getheader("Connection", "").lower() == "close":
+                    connection.close()
+            except (OSError, http.client.HTTPException):
+                ok = False
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            elapsed_ms = (time.perf_counter() - began) * 1000
+            if now >= measure_from:
+                latencies[slot].append(elapsed_ms)
+                failures[slot] += 0 if ok else 1
+        connection.close()
+
+    threads = [threading.Thread(target=worker, args=(slot,), daemon=True) for slot in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [value for values in latencies for value in values], sum(failures)
+
+
+def check_page(port: int) -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", LIST_PATH)
+    body = json.loads(connection.getresponse().read())
+    connection.close()
+    return len(body["results"]), urlsplit(body["next"]).path + "?" + urlsplit(body["next"]).query
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--materials", type=int, default=300_000)
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured load time per scenario")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
+    parser.add_argument("--keep", action="store_true", help=f"keep the {DATABASE} database afterwards")
+    args = parser.parse_args()
+
+    admin_url, bench_url = server_urls()
+    recreate_database(admin_url)
+    os.environ["DATABASE_URL"] = bench_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "screening.settings")
+    os.environ["DEBUG"] = "false"
+    sys.path.insert(0, str(REPO))
+    server = None
+    try:
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+        from django.db import connections
+
+        call_command("migrate", verbosity=0, interactive=False)
+        filled = fill(args.materials)
+        plan = explain_list(filled["version"])
+        connections.close_all()
+
+        port = free_port()
+        server = start_gunicorn(bench_url, port, args.workers, args.threads)
+        rows, second_page = check_page(port)
+        assert rows == 50, rows
+        plain, plain_failures = load(port, [LIST_PATH], args.connections, args.seconds, args.warmup)
+        filtered, filtered_failures = load(
+            port, [*FILTERED_PATHS, second_page], args.connections, args.seconds / 2, args.warmup
+        )
+    finally:
+        if server is not None:
+            stop(server)
+        if not args.keep:
+            drop_database(admin_url)
+
+    print(f"api_predictions_rows: {args.materials} predictions")
+    print(f"api_predictions_copy_rows_per_second: {args.materials / filled['predictions_s']:.0f} rows/s")
+    print(f"api_predictions_connections: {args.connections} connections")
+    print(f"api_predictions_server: gunicorn {args.workers} workers x {args.threads} threads")
+    print(f"api_predictions_requests: {len(plain)} requests")
+    print(f"api_predictions_failures: {plain_failures} responses")
+    print(f"api_predictions_requests_per_second: {len(plain) / args.seconds:.0f} req/s")
+    print(f"api_predictions_p50_ms: {np.percentile(plain, 50):.1f} ms")
+    print(f"api_predictions_p95_ms: {np.percentile(plain, 95):.1f} ms")
+    print(f"api_predictions_p99_ms: {np.percentile(plain, 99):.1f} ms")
+    print(f"api_predictions_filtered_failures: {filtered_failures} responses")
+    print(f"api_predictions_filtered_p50_ms: {np.percentile(filtered, 50):.1f} ms")
+    print(f"api_predictions_filtered_p95_ms: {np.percentile(filtered, 95):.1f} ms")
+    uses_index = "prediction_rank" in plan
+    print(f"api_predictions_uses_rank_index: {'yes' if uses_index else 'no'}")
+    if os.environ.get("BENCH_VERBOSE"):
+        print(plan, file=sys.stderr)
+    return 0 if plain_failures == 0 and filtered_failures == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""Server time of /candidates/ with 300,000 predictions in PostgreSQL.
+
+Creates a scratch database (``screening_bench_web``), migrates it, and fills it with
+CLEARLY SYNTHETIC data: 300,000 materials whose element sets and space groups are
+resampled from the real Materiae catalogue (data/labels/materiae_labels.csv), so
+element filters select realistic fractions, with random labels (a third labelled)
+and random probabilities. Two ready model versions get one prediction per material
+each (600,000 rows; the production one is what /candidates/ ranks), plus
+per-element validation metrics for the trust hints. Rows go in with COPY.
+
+It then times GET /candidates/ in-process with Django's test client (URL routing,
+middleware, the form, the queries, template rendering: the whole server side, no
+network), for the first page and several filter combinations, and prints:
+
+    candidates_p50_ms: X ms
+    candidates_p95_ms: X ms
+    candidates_<case>_p95_ms: X ms   (one per case)
+
+Usage: python bench/bench_web.py [--materials 300000] [--requests 240] [--keep]
+Needs PostgreSQL: DATABASE_URL (its server is used, the database name is replaced),
+or the local server at 127.0.0.1:5432 (user postgres).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import psycopg
+
+REPO = Path(__file__).resolve().parent.parent
+DATABASE = "screening_bench_web"
+SYNTHETIC = "SYNTHETIC benchmark data (bench/bench_web.py), not real materials"
+CASES = {
+    "first_page": {},
+    "page_5": {"page": "5"},
+    "include_O": {"include": "O"},
+    "include_Bi_Se_p_min": {"include": "Bi, Se", "p_min": "0.5"},
+    "exclude_O_cubic": {"exclude": "O", "crystal_system": "cubic"},
+    "unlabelled_p_range": {"label": "unlabelled", "p_min": "0.3", "p_max": "0.9"},
+    "space_group_225": {"space_group": "225"},
+    "include_Te_exclude_O_topological": {"include": "Te", "exclude": "O", "label": "topological"},
+}
+
+
+def server_urls() -> tuple[str, str]:
+    """(maintenance database URL, scratch database URL) on the configured server."""
+    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    parts = urlsplit(base)
+    if not parts.scheme.startswith("postgres"):
+        sys.exit(f"bench_web needs PostgreSQL; DATABASE_URL is {base!r}")
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    return admin, urlunsplit(parts._replace(path=f"/{DATABASE}"))
+
+
+def recreate_database(admin_url: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        connection.execute(f"CREATE DATABASE {DATABASE}")
+
+
+def drop_database(admin_url: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+
+
+def catalogue_compositions() -> list[tuple[list[str], int]]:
+    """(sorted element symbols, space group) of every real Materiae entry."""
+    rows = []
+    with open(REPO / "data" / "labels" / "materiae_labels.csv") as handle:
+        for row in csv.DictReader(handle):
+            elements = sorted(set(re.findall(r"[A-Z][a-z]?", row["formula"])))
+            if elements and row["spacegroup"].isdigit():
+                rows.append((elements, int(row["spacegroup"])))
+    return rows
+
+
+def copy_rows(cursor, table: str, columns: list[str], rows) -> None:
+    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def fill(n_materials: int, seed: int = 0) -> dict:
+    """Synthetic materials, two models with predictions, and element metrics."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from materials.chemistry import symmetry_of
+    from materials.models import Dataset, ElementMetric, ModelVersion
+
+    rng = np.random.default_rng(seed)
+    compositions = catalogue_compositions()
+    picks = rng.integers(0, len(compositions), size=n_materials)
+    labels = rng.choice(["", "topological", "trivial"], size=n_materials, p=[0.67, 0.13, 0.20])
+    now = timezone.now()
+    symmetry = {number: symmetry_of(number) for number in {sg for _, sg in compositions}}
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        raw = cursor.cursor
+
+        def materials():
+            for index, pick in enumerate(picks.tolist(), start=1):
+                elements, number = compositions[pick]
+                group = symmetry[number]
+                formula = "".join(elements)
+                yield (
+                    index,
+                    json.dumps([1_000_000 + index]),
+                    formula,
+                    formula,
+                    json.dumps(elements),
+                    "-" + "-".join(elements) + "-",
+                    number,
+                    group.symbol,
+                    group.point_group,
+                    group.crystal_system,
+                    "",
+                    "icsd",
+                    SYNTHETIC,
+                    labels[index - 1],
+                    True,
+                    now,
+                )
+
+        copy_rows(
+            raw,
+            "materials_material",
+            [
+                "id",
+                "icsd_ids",
+                "formula",
+                "reduced_formula",
+                "elements",
+                "elements_key",
+                "space_group_number",
+                "space_group_symbol",
+                "point_group",
+                "crystal_system",
+                "structure_source",
+                "source",
+                "source_release",
+                "label",
+                "has_spectra",
+                "created",
+            ],
+            materials(),
+        )
+        cursor.execute("SELECT setval(pg_get_serial_sequence('materials_material', 'id'), %s)", [n_materials])
+    material_seconds = time.perf_counter() - started
+
+    dataset = Dataset.objects.create(name="synthetic-bench", content_hash="0" * 64, counts={"train": 0})
+    versions = []
+    for name, production in (("synthetic-production", True), ("synthetic-other", False)):
+        versions.append(
+            ModelVersion.objects.create(
+                kind="cnn-sg",
+                name=name,
+                dataset=dataset,
+                status="ready",
+                threshold=0.5,
+                is_production=production,
+                split_hash="0" * 64,
+                metrics={"note": SYNTHETIC},
+            )
+        )
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        for version in versions:
+            probabilities = rng.beta(0.6, 1.4, size=n_materials)
+            copy_rows(
+                cursor.cursor,
+                "materials_prediction",
+                ["material_id", "model_version_id", "probability", "predicted_class", "created"],
+                (
+                    (index, version.pk, p, "topological" if p >= 0.5 else "trivial", now)
+                    for index, p in enumerate(probabilities.tolist(), start=1)
+                ),
+            )
+        cursor.execute("VACUUM ANALYZE materials_material")
+        cursor.execute("VACUUM ANALYZE materials_prediction")
+    prediction_seconds = time.perf_counter() - started
+    elements = sorted({e for composition, _ in compositions for e in composition})
+    ElementMetric.objects.bulk_create(
+        ElementMetric(
+            model_version=versions[0],
+            element=element,
+            subset="validation",
+            target_class=target,
+            recall=float(rng.uniform(0.3, 1.0)),
+            precision=float(rng.uniform(0.3, 1.0)),
+            f1=float(rng.uniform(0.3, 1.0)),
+            support=int(rng.integers(0, 60)),
+        )
+        for element in elements
+        for target in ("topological", "trivial")
+    )
+    return {
+        "materials_copy_s": material_seconds,
+        "predictions_copy_s": prediction_seconds,
+        "production": versions[0],
+    }
+
+
+def time_requests(n_requests: int) -> tuple[dict[str, list[float]], dict[str, int]]:
+    from django.test import Client
+    from django.urls import reverse
+
+    client = Client()
+    url = reverse("materials:candidate-list")
+    rows: dict[str, int] = {}
+    for name, params in CASES.items():  # warm up: connections, template cache, plans
+        for _ in range(3):
+            response = client.get(url, params)
+            assert response.status_code == 200
+            assert b'name="include"' in response.content and b"errorlist" not in response.content, name
+        rows[name] = response.content.count(b'data-label="Rank"')
+    per_case = max(1, n_requests // len(CASES))
+    timings: dict[str, list[float]] = {name: [] for name in CASES}
+    for _ in range(per_case):
+        for name, params in CASES.items():
+            started = time.perf_counter()
+            response = client.get(url, params)
+            timings[name].append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200
+    return timings, rows
+
+
+def explain_first_page(version) -> str:
+    from django.db import connection
+
+    from materials.candidates import candidate_predictions
+
+    queryset = candidate_predictions(version, {})[:51]
+    sql, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + sql, params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--materials", type=int, default=300_000)
+    parser.add_argument("--requests", type=int, default=240, help="timed requests over all cases")
+    parser.add_argument("--keep", action="store_true", help=f"keep the {DATABASE} database afterwards")
+    args = parser.parse_args()
+
+    admin_url, bench_url = server_urls()
+    recreate_database(admin_url)
+    os.environ["DATABASE_URL"] = bench_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "screening.settings")
+    os.environ["DEBUG"] = "false"  # no query log, production-like template rendering
+    sys.path.insert(0, str(REPO))
+    warnings.filterwarnings("ignore", message="No directory at")  # WhiteNoise: no collectstatic in a bench
+    try:
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0, interactive=False)
+        filled = fill(args.materials)
+        plan = explain_first_page(filled["production"])
+        timings, rows = time_requests(args.requests)
+        from django.db import connections
+
+        connections.close_all()
+    finally:
+        if not args.keep:
+            drop_database(admin_url)
+
+    everything = [t for values in timings.values() for t in values]
+    print(f"candidates_materials: {args.materials} materials")
+    print(f"candidates_predictions: {2 * args.materials} rows (two models)")
+    print(f"candidates_copy_materials: {args.materials / filled['materials_copy_s']:.0f} rows/s")
+    print(f"candidates_copy_predictions: {2 * args.materials / filled['predictions_copy_s']:.0f} rows/s")
+    print(f"candidates_requests: {len(everything)} requests")
+    for name, values in timings.items():
+        print(f"candidates_{name}_rows_shown: {rows[name]} rows")
+        print(f"candidates_{name}_p50_ms: {statistics.median(values):.1f} ms")
+        print(f"candidates_{name}_p95_ms: {percentile(values, 95):.1f} ms")
+    print(f"candidates_p50_ms: {statistics.median(everything):.1f} ms")
+    print(f"candidates_p95_ms: {percentile(everything, 95):.1f} ms")
+    uses_index = "prediction_rank" in plan
+    print(f"candidates_first_page_uses_rank_index: {'yes' if uses_index else 'no'}")
+    if os.environ.get("BENCH_VERBOSE"):
+        print(plan, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

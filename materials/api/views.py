@@ -1,0 +1,866 @@
+"""REST API views: thin viewsets on a router; the work lives in the app's modules.
+
+Reads are public unless ``API_ANONYMOUS_READ`` is off; writes need a token or a
+session; retrain and promote need staff with the model permissions. Every query a
+request makes is a constant number, whatever the page size.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F, FilteredRelation, Q
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.views import APIView
+
+from materials.api import serializers as s
+from materials.api.exceptions import PayloadTooLarge, ServiceUnavailable, api_exception_handler
+from materials.api.exports import CHUNK_SIZE, EXPORT_RENDERERS, streaming_export
+from materials.api.filters import (
+    FilterBackend,
+    LabelFilter,
+    MaterialFilter,
+    ModelVersionFilter,
+    PredictionFilter,
+    SpectrumFilter,
+    StableOrderingFilter,
+)
+from materials.api.pagination import IdCursorPagination, PredictionQueryPagination, SmallPagePagination
+from materials.api.parsers import LimitedJSONParser, LimitedMultiPartParser, SpectrumFileError, read_spectrum_file
+from materials.api.permissions import IsStaffWithPermission
+from materials.api.queries import PredictionQuery
+from materials.api.schema import APIAutoSchema
+from materials.api.throttles import DEFAULT_THROTTLES, ClassifyThrottle, UploadThrottle, _PerClientScopedThrottle
+from materials.models import (
+    Job,
+    Material,
+    ModelVersion,
+    Prediction,
+    ScreeningBatch,
+    Spectrum,
+    TopologyLabel,
+    TrainingRun,
+)
+
+# Which inputs each model kind reads besides spectra (mlcore.models: the CNN kinds'
+# fixed use_symmetry/use_composition, the SVM-sg one-hot, the type-only baseline).
+SYMMETRY_KINDS = {"cnn-sg", "cnn-sg-composition", "svm-sg", "type-only"}
+COMPOSITION_KINDS = {"cnn-sg-composition", "type-only"}
+SPECTRA_FREE_KINDS = {"type-only"}
+
+
+class APIMixin:
+    """What every API view shares: schema, JSON errors, throttles, size-limited JSON;
+    any id in the path reaches the view (which answers a JSON 404 when it is no id)."""
+
+    schema = APIAutoSchema()
+    filter_backends = [FilterBackend]
+    lookup_value_regex = "[^/]+"
+    throttle_classes = DEFAULT_THROTTLES
+    parser_classes = [LimitedJSONParser]
+
+    def get_exception_handler(self):
+        return api_exception_handler
+
+
+def not_found(request, *args, **kwargs):
+    from django.http import JsonResponse
+
+    return JsonResponse({"detail": f"No API endpoint at {request.path[:200]}."}, status=404)
+
+
+# --- Materials, spectra, labels ----------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List materials", tags=["materials"]),
+    retrieve=extend_schema(summary="One material with its spectra (summaries) and labels", tags=["materials"]),
+)
+class MaterialViewSet(APIMixin, viewsets.ReadOnlyModelViewSet):
+    """Materials. Filter by elements, space group, crystal system, label and source; search by formula."""
+
+    filterset_class = MaterialFilter
+    pagination_class = IdCursorPagination
+
+    def get_queryset(self):
+        if self.action == "retrieve":
+            return Material.objects.prefetch_related(
+                "labels", "spectra"
+            )  # three queries: the material, its labels, its spectra
+        return Material.objects.defer("structure", "nsites", "structure_source", "source_release", "created")
+
+    def get_serializer_class(self):
+        return s.MaterialDetailSerializer if self.action == "retrieve" else s.MaterialSerializer
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List spectra (with their points)", tags=["spectra"]),
+    retrieve=extend_schema(summary="One spectrum with its computation settings", tags=["spectra"]),
+)
+class SpectrumViewSet(APIMixin, viewsets.ReadOnlyModelViewSet):
+    """K-edge spectra: energies (eV) and mu, 7 significant digits (stored as float32)."""
+
+    filterset_class = SpectrumFilter
+    pagination_class = IdCursorPagination
+
+    def get_queryset(self):
+        if self.action == "retrieve":
+            return Spectrum.objects.all()
+        return Spectrum.objects.defer("settings", "created")
+
+    def get_serializer_class(self):
+        return s.SpectrumDetailSerializer if self.action == "retrieve" else s.SpectrumSerializer
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List topology labels", tags=["labels"]),
+    retrieve=extend_schema(summary="One topology label", tags=["labels"]),
+)
+class TopologyLabelViewSet(APIMixin, viewsets.ReadOnlyModelViewSet):
+    """Topology classes from the catalogues (a material may carry several)."""
+
+    queryset = TopologyLabel.objects.all()
+    serializer_class = s.TopologyLabelSerializer
+    filterset_class = LabelFilter
+    pagination_class = IdCursorPagination
+
+
+# --- Model versions, retrain, promote ------------------------------------------------------
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List model versions", tags=["models"]),
+    retrieve=extend_schema(summary="One model version: metrics and per-element metrics", tags=["models"]),
+)
+class ModelVersionViewSet(APIMixin, viewsets.ReadOnlyModelViewSet):
+    """Trained model versions with their metrics; retrain and promote (staff)."""
+
+    filterset_class = ModelVersionFilter
+    pagination_class = SmallPagePagination
+
+    ACTION_PERMISSIONS = {
+        "retrain": "materials.retrain_modelversion",
+        "promote": "materials.promote_modelversion",
+    }
+
+    @property
+    def required_permission(self):
+        return self.ACTION_PERMISSIONS.get(getattr(self, "action", None))
+
+    def get_permissions(self):
+        if getattr(self, "action", None) in self.ACTION_PERMISSIONS:
+            return [IsStaffWithPermission()]
+        return super().get_permissions()
+
+    def get_queryset(self):
+        versions = ModelVersion.objects.all()
+        if self.action == "retrieve":
+            return versions.select_related("training_run").prefetch_related("element_metrics")
+        return versions
+
+    def get_serializer_class(self):
+        if self.action == "retrieve":
+            return s.ModelVersionDetailSerializer
+        if self.action == "retrain":
+            return s.RetrainSerializer
+        return s.ModelVersionSerializer
+
+    @extend_schema(
+        summary="Retrain: a new model version of this kind (or another), on the same split",
+        tags=["models"],
+        request=s.RetrainSerializer,
+        responses={202: s.JobAcceptedSerializer},
+        description="Staff with ``materials.retrain_modelversion``. Answers 202 with a job: the job's status and "
+        "progress are those of the training run (``GET /api/jobs/{id}/``); its ``result`` names the new "
+        "``model_version`` and ``training_run``.",
+    )
+    @action(detail=True, methods=["post"])
+    def retrain(self, request, pk=None):
+        version = self.get_object()
+        body = s.RetrainSerializer(data=request.data if isinstance(request.data, dict) else {})
+        if not isinstance(request.data, dict):
+            raise ValidationError({"non_field_errors": ["expected a JSON object"]})
+        body.is_valid(raise_exception=True)
+        kind = body.validated_data.get("kind", version.kind)
+        if "hyperparameters" in body.validated_data:
+            hyperparameters = body.validated_data["hyperparameters"]
+        else:
+            hyperparameters = version.hyperparameters if kind == version.kind else {}
+        from materials.training import request_training
+
+        with transaction.atomic():
+            try:
+                run = request_training(
+                    kind,
+                    hyperparameters,
+                    dataset=version.dataset,
+                    user=request.user,
+                    name=body.validated_data.get("name") or f"{kind} (retrain of v{version.pk})",
+                )
+            except (TypeError, ValueError) as error:
+                field = "kind" if "kind" in str(error) and "hyperparameter" not in str(error) else "hyperparameters"
+                raise ValidationError({field: [str(error)]}) from None
+            job = Job.objects.create(
+                kind=Job.Kind.TRAIN,
+                parameters={"model_version": version.pk, "kind": kind, "hyperparameters": hyperparameters},
+                result={"training_run": run.pk, "model_version": run.model_version_id},
+                created_by=request.user,
+            )
+        run.refresh_from_db(fields=["status"])  # without a broker, training has run already
+        data = accepted(job, request)
+        data.update(status=run.status, model_version=run.model_version_id, training_run=run.pk)
+        return Response(data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        summary="Promote this model version to production",
+        tags=["models"],
+        request=None,
+        responses={202: s.JobAcceptedSerializer},
+        description="Staff with ``materials.promote_modelversion``. Only a trained (ready) model can be promoted; "
+        "the swap is atomic. Answers 202 with a job id.",
+    )
+    @action(detail=True, methods=["post"])
+    def promote(self, request, pk=None):
+        version = self.get_object()
+        if version.status != ModelVersion.State.READY or not version.artifact:
+            raise ValidationError(
+                {"detail": f"model {version.pk} is {version.status}; only a trained (ready) model can be promoted"}
+            )
+        from materials.tasks.base import enqueue_on_commit
+        from materials.tasks.classify import promote_model
+
+        with transaction.atomic():
+            job = Job.objects.create(
+                kind=Job.Kind.PROMOTE, parameters={"model_version": version.pk}, created_by=request.user
+            )
+            enqueue_on_commit(promote_model, job.pk, version.pk)
+        job.refresh_from_db()
+        return Response(accepted(job, request), status=status.HTTP_202_ACCEPTED)
+
+
+def accepted(job, request) -> dict:
+    return {
+        "job": job.pk,
+        "status": job.status,
+        "status_url": reverse("api:job-detail", args=[job.pk], request=request),
+    }
+
+
+# --- Jobs ---------------------------------------------------------------------------------
+
+
+@extend_schema_view(retrieve=extend_schema(summary="A background job's status and progress", tags=["jobs"]))
+class JobViewSet(APIMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Jobs started through the API (retrain, promote). Staff see every job; others their own."""
+
+    serializer_class = s.JobSerializer
+    permission_classes = [IsAuthenticated]
+
+    def get_queryset(self):
+        jobs = Job.objects.all()
+        if getattr(self, "swagger_fake_view", False):
+            return jobs.none()
+        if not self.request.user.is_staff:
+            jobs = jobs.filter(created_by=self.request.user)
+        return jobs
+
+    def retrieve(self, request, *args, **kwargs):
+        job = self.get_object()
+        context = self.get_serializer_context()
+        run_id = (job.result or {}).get("training_run") if job.kind == Job.Kind.TRAIN else None
+        if isinstance(run_id, int):
+            context["training_run"] = TrainingRun.objects.filter(pk=run_id).first()
+        return Response(s.JobSerializer(job, context=context).data)
+
+
+# --- Predictions ------------------------------------------------------------------------------
+
+PREDICTION_EXPORT_COLUMNS = (
+    "material_id",
+    "reduced_formula",
+    "formula",
+    "mp_id",
+    "space_group",
+    "elements",
+    "label",
+    "probability",
+    "predicted_class",
+    "model_version",
+)
+FORMAT_PARAMETER = OpenApiParameter(
+    "format", OpenApiTypes.STR, enum=["json", "csv"], description="``json`` (default) or ``csv``."
+)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List predictions, best first (cursor-paginated)",
+        tags=["predictions"],
+        parameters=[
+            OpenApiParameter(
+                "ordering",
+                OpenApiTypes.STR,
+                enum=["probability", "-probability"],
+                description="``-probability`` (default) or ``probability``; ties broken by id.",
+            )
+        ],
+    )
+)
+class PredictionViewSet(APIMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Predictions of one model (the production model by default)."""
+
+    queryset = Prediction.objects.none()  # for the schema; rows come from PredictionQuery
+    serializer_class = s.PredictionSerializer
+    filterset_class = PredictionFilter
+    filter_backends = [FilterBackend, StableOrderingFilter]
+    ordering_fields = ["probability"]
+    ordering = ("-probability", "id")
+    pagination_class = PredictionQueryPagination
+
+    def prediction_query(self, request) -> PredictionQuery:
+        """The validated filters (400 naming the parameter when one is bad), as a query."""
+        given = request.query_params
+        cleaned = {}
+        if any(name in given for name in PredictionFilter.base_filters):
+            filterset = PredictionFilter(given, queryset=self.get_queryset(), request=request)
+            if not filterset.is_valid():
+                raise ValidationError(filterset.errors)
+            cleaned = filterset.form.cleaned_data
+        ordering = StableOrderingFilter().get_ordering(request, None, self)
+        return PredictionQuery.from_filters(cleaned, ordering)
+
+    def list(self, request, *args, **kwargs):
+        query = self.prediction_query(request)
+        page = self.paginator.paginate_query(query, request, self)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Export predictions as CSV or JSON (streamed; same filters as the list)",
+        tags=["predictions"],
+        parameters=[
+            FORMAT_PARAMETER,
+            OpenApiParameter(
+                "ordering",
+                OpenApiTypes.STR,
+                enum=["probability", "-probability"],
+                description="``-probability`` (default) or ``probability``.",
+            ),
+        ],
+        responses={
+            (200, "application/json"): OpenApiResponse(
+                response={
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "material_id": {"type": "integer"},
+                            "reduced_formula": {"type": "string"},
+                            "formula": {"type": "string"},
+                            "mp_id": {"type": "string", "nullable": True},
+                            "space_group": {"type": "integer", "nullable": True},
+                            "elements": {"type": "string", "description": "space-separated symbols"},
+                            "label": {"type": "string"},
+                            "probability": {"type": "number", "nullable": True},
+                            "predicted_class": {"type": "string"},
+                            "model_version": {"type": "integer"},
+                        },
+                    },
+                },
+                description="One object per prediction.",
+            ),
+            (200, "text/csv"): OpenApiResponse(response=OpenApiTypes.STR, description="A header row, then rows."),
+        },
+    )
+    @action(detail=False, methods=["get"], renderer_classes=EXPORT_RENDERERS, pagination_class=None)
+    def export(self, request, *args, **kwargs):
+        check_format_parameter(request)
+        query = self.prediction_query(request)
+        rows = (
+            (
+                material_id,
+                reduced_formula,
+                formula,
+                mp_id,
+                space_group,
+                " ".join(s.elements_from_key(key)),
+                s.LABEL_OUT.get(label, "unlabelled"),
+                probability,
+                predicted_class,
+                model_version,
+            )
+            for _id, material_id, model_version, probability, predicted_class, reduced_formula, formula, mp_id, space_group, key, label in query.iterate(
+                CHUNK_SIZE
+            )  # noqa: E501
+        )
+        return streaming_export(request.accepted_renderer.format, PREDICTION_EXPORT_COLUMNS, rows, "predictions")
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        force_json_errors(request, response)
+        return super().finalize_response(request, response, *args, **kwargs)
+
+
+def check_format_parameter(request) -> None:
+    """``?format=`` given but empty is refused (DRF would silently answer JSON)."""
+    value = request.query_params.get("format")
+    if value is not None and value not in ("json", "csv"):
+        raise ValidationError({"format": ["json or csv"]})
+
+
+def force_json_errors(request, response) -> None:
+    """An error from an export is JSON, whatever format the client asked for."""
+    if isinstance(response, Response) and response.status_code >= 400:
+        from rest_framework.renderers import JSONRenderer
+
+        request.accepted_renderer = JSONRenderer()
+        request.accepted_media_type = "application/json"
+
+
+# --- Classify ---------------------------------------------------------------------------------
+
+
+@extend_schema(
+    summary="Classify one material from its spectra",
+    tags=["classify"],
+    request={
+        "application/json": s.ClassifyRequestSerializer,
+        "multipart/form-data": s.ClassifyUploadSerializer,
+    },
+    responses={200: s.ClassificationSerializer},
+    description="Spectra as JSON, or measured spectra as CSV/XDI files (multipart). Classified by the production "
+    "model; nothing is stored. Missing edges are allowed: the answer lists them in ``missing_elements``. "
+    "Validation is strict: NaN or infinite values, unsorted or duplicate energies, fewer than 10 points, "
+    "energies outside the element's K-edge window, unknown elements and bodies over the size limit are "
+    "refused with field-level messages.",
+)
+class ClassifyView(APIMixin, APIView):
+    parser_classes = [LimitedJSONParser, LimitedMultiPartParser]
+    throttle_classes = [*DEFAULT_THROTTLES, ClassifyThrottle]
+    extra_error_codes = ("503",)
+
+    def post(self, request, *args, **kwargs):
+        version = ModelVersion.objects.production()
+        if version is None:
+            raise ServiceUnavailable("No production model: train a model and promote it first.")
+        if request.content_type.startswith("multipart/"):
+            payload = self.payload_from_upload(request)
+        elif isinstance(request.data, dict):
+            payload = request.data
+        else:
+            raise ValidationError({"non_field_errors": ["expected a JSON object with a 'spectra' field"]})
+        body = s.ClassifyRequestSerializer(data=payload)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        from materials.inference import classify_material, load_bundle
+
+        try:
+            bundle = load_bundle(version)
+        except (OSError, ValueError) as error:
+            raise ServiceUnavailable(f"The production model {version.pk} cannot be loaded: {error}") from None
+        self.check_model_inputs(version, bundle, data)
+        records = records_for(data)
+        try:
+            result = classify_material(version, records, composition_elements=list(data["composition"]))
+        except ValueError as error:
+            raise ValidationError({"spectra": [str(error)]}) from None
+        notes = list(data["warnings"])
+        if result.missing_elements:
+            notes.append(
+                f"no spectrum for {', '.join(result.missing_elements)}: classified with "
+                f"{', '.join(result.elements) or 'no spectra'} only"
+            )
+        if version.kind in SPECTRA_FREE_KINDS:
+            notes.append(f"model {version.pk} ({version.kind}) reads composition and space group only")
+        answer = {
+            "probability": result.probability,
+            "predicted_class": result.predicted_class,
+            "threshold": result.threshold,
+            "model_version": result.model_version,
+            "model_kind": version.kind,
+            "elements": result.elements,
+            "missing_elements": result.missing_elements,
+            "complete": not result.missing_elements,
+            "composition": data["composition"],
+            "composition_source": data["composition_source"],
+            "space_group": data["space_group"],
+            "space_group_source": data["space_group_source"],
+            "contributions": result.contributions,
+            "trust": result.trust,
+            "warnings": notes,
+        }
+        return Response(s.finite_or_none(answer))
+
+    def check_model_inputs(self, version, bundle, data) -> None:
+        """What depends on the model: symmetry, composition, and each element's energy window."""
+        errors = {}
+        if version.kind in SYMMETRY_KINDS and data["space_group"] is None:
+            errors["space_group"] = [
+                f"the production model ({version.kind}, v{version.pk}) uses the space group: "
+                "give space_group or a structure"
+            ]
+        if version.kind in COMPOSITION_KINDS and data["composition_source"] == "spectra":
+            errors["formula"] = [
+                f"the production model ({version.kind}, v{version.pk}) uses the composition: "
+                "give formula or a structure"
+            ]
+        preprocessor = bundle.preprocessor
+        if preprocessor is not None:
+            spectra_errors = {}
+            for element, (energies, _mu) in data["spectra"].items():
+                start, end = preprocessor.window_ev(element)
+                overlap = min(end, energies[-1]) - max(start, energies[0])
+                coverage = max(overlap, 0.0) / (end - start) if end > start else 1.0
+                if coverage < preprocessor.min_window_coverage:
+                    spectra_errors[element] = {
+                        "energies_ev": [
+                            f"{element} energies {energies[0]:.1f}-{energies[-1]:.1f} eV cover {coverage:.0%} of "
+                            f"the model's {element} K-edge window {start:.1f}-{end:.1f} eV; at least "
+                            f"{preprocessor.min_window_coverage:.0%} is needed"
+                        ]
+                    }
+            if spectra_errors:
+                errors["spectra"] = spectra_errors
+        if errors:
+            raise ValidationError(errors)
+
+    def payload_from_upload(self, request) -> dict:
+        form = s.ClassifyUploadSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        files = request.FILES.getlist("file")
+        if len(files) > s.MAX_SPECTRA:
+            raise ValidationError({"file": [f"at most {s.MAX_SPECTRA} files"]})
+        element = form.validated_data.get("element") or None
+        spectra: dict[str, dict] = {}
+        for upload in files:
+            try:
+                found = read_spectrum_file(upload.name or "upload", upload.read(), element)
+            except SpectrumFileError as error:
+                raise ValidationError({"file": [f"{upload.name}: {error}"]}) from None
+            for symbol, (energies, mu) in found.items():
+                if symbol in spectra:
+                    raise ValidationError({"file": [f"{upload.name}: a second {symbol} spectrum"]})
+                spectra[symbol] = {"energies_ev": energies, "mu": mu}
+        payload = {
+            "spectra": spectra,
+            "space_group": form.validated_data.get("space_group"),
+            "formula": form.validated_data.get("formula", ""),
+            "sort_energies": form.validated_data.get("sort_energies", False),
+        }
+        structure_file = form.validated_data.get("structure")
+        if structure_file is not None:
+            payload["structure"] = structure_from_file(structure_file)
+        return payload
+
+
+def structure_from_file(upload) -> dict:
+    import warnings
+
+    from pymatgen.core import Structure
+    from pymatgen.io.cif import CifParser
+
+    raw = upload.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if (upload.name or "").lower().endswith((".poscar", ".vasp")) or "POSCAR" in (upload.name or ""):
+                structure = Structure.from_str(text, fmt="poscar")
+            else:
+                structures = CifParser.from_str(text).parse_structures(primitive=True)
+                if not structures:
+                    raise ValueError("no structure in the CIF")
+                structure = structures[0]
+        except Exception as error:  # pymatgen raises many types for malformed files
+            raise ValidationError({"structure": [f"cannot read {upload.name}: {str(error)[:200]}"]}) from None
+    try:
+        structure.remove_oxidation_states()  # ICSD CIFs name species (Co3+); composition needs the elements
+    except ValueError:
+        pass  # a dummy species (not an element): the serializer names it
+    if not structure.is_ordered:
+        raise ValidationError(
+            {
+                "structure": [
+                    f"{upload.name}: partial occupancy (disordered structure); give an ordered structure, "
+                    "or formula and space_group instead"
+                ]
+            }
+        )
+    return structure.as_dict()
+
+
+def records_for(data):
+    from materials.arrays import MaterialRecords
+    from mlcore.data import RawSpectrum
+
+    spectra = [
+        RawSpectrum(element=element, energies_ev=energies, mu=mu)
+        for element, (energies, mu) in sorted(data["spectra"].items())
+    ]
+    return MaterialRecords(
+        material_ids=np.array([0], dtype=np.int64),
+        spectra=[spectra],
+        # Models without symmetry ignore the number; 1 keeps the arrays valid.
+        space_groups=np.array([data["space_group"] or 1], dtype=np.int64),
+        compositions=[data["composition"]],
+        labels=np.array([-1], dtype=np.int64),
+    )
+
+
+# --- Screenings ----------------------------------------------------------------------------------
+
+
+def screening_limits() -> dict:
+    """Zip-bomb guards: the screening pipeline's own limits where it defines them."""
+    from materials import screening
+
+    return {
+        "members": getattr(screening, "MAX_MEMBERS", 20_000),
+        "uncompressed": getattr(screening, "MAX_UNCOMPRESSED_BYTES", 512 * 1024 * 1024),
+        "ratio": getattr(screening, "MAX_COMPRESSION_RATIO", 200),
+    }
+
+
+def check_release_zip(upload) -> None:
+    """Refuse anything but a sane zip of .cif files (and .csv metadata), before storing it."""
+    name = upload.name or ""
+    if upload.size > settings.MAX_UPLOAD_BYTES:
+        raise PayloadTooLarge(f"{name} is {upload.size} bytes; the limit is {settings.MAX_UPLOAD_BYTES} bytes")
+    if not name.lower().endswith(".zip"):
+        raise ValidationError({"file": [f"{name[:100]!r}: upload a .zip of .cif files"]})
+    limits = screening_limits()
+    try:
+        with zipfile.ZipFile(upload) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+        raise ValidationError({"file": [f"{name[:100]!r} is not a readable zip file ({error})"]}) from None
+    finally:
+        upload.seek(0)
+    members = [info for info in infos if not info.is_dir()]
+    if len(members) > limits["members"]:
+        raise ValidationError({"file": [f"{len(members)} files in the zip; at most {limits['members']} are accepted"]})
+    total = sum(info.file_size for info in members)
+    compressed = sum(info.compress_size for info in members) or 1
+    if total > limits["uncompressed"] or total / compressed > limits["ratio"]:
+        raise ValidationError(
+            {
+                "file": [
+                    f"the zip would unpack to {total} bytes from {compressed} (limits: {limits['uncompressed']} bytes, "
+                    f"ratio {limits['ratio']}); refusing what looks like a zip bomb"
+                ]
+            }
+        )
+    problems = []
+    for info in members:
+        path = PurePosixPath(info.filename)
+        if info.filename.startswith("/") or ".." in path.parts or "\\" in info.filename:
+            problems.append(f"{info.filename[:100]}: unsafe path")
+        elif info.flag_bits & 0x1:
+            problems.append(f"{info.filename[:100]}: encrypted")
+        elif "__macosx" in info.filename.lower() or path.name.startswith("."):
+            continue
+        elif path.suffix.lower() not in (".cif", ".csv"):
+            problems.append(f"{info.filename[:100]}: only .cif and .csv files are accepted")
+    if problems:
+        raise ValidationError({"file": problems[:20]})
+    if not any(PurePosixPath(info.filename).suffix.lower() == ".cif" for info in members):
+        raise ValidationError({"file": ["the zip holds no .cif file"]})
+
+
+class ScreeningAcceptedSerializer(serializers.Serializer):
+    screening = serializers.IntegerField()
+    job = serializers.IntegerField(help_text="The screening's id: it is its own job.")
+    status = serializers.CharField()
+    status_url = serializers.CharField()
+    candidates_url = serializers.CharField()
+
+
+CANDIDATE_COLUMNS = (
+    "rank",
+    "material_id",
+    "formula",
+    "space_group",
+    "icsd_ids",
+    "mp_id",
+    "probability",
+    "predicted_class",
+    "label",
+)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Your screenings (staff: all)", tags=["screenings"]),
+    retrieve=extend_schema(
+        summary="A screening's status, progress, stage counts and rejected files", tags=["screenings"]
+    ),
+)
+class ScreeningViewSet(APIMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Screen a release of structures: upload a zip of CIFs, follow it, fetch ranked candidates."""
+
+    permission_classes = [IsAuthenticated]
+    serializer_class = s.ScreeningBatchSerializer
+    pagination_class = SmallPagePagination
+    parser_classes = [LimitedMultiPartParser]
+    filterset_class = None
+
+    def max_body_bytes(self) -> int:
+        return settings.MAX_UPLOAD_BYTES + 64 * 1024  # the file plus the multipart envelope
+
+    def get_throttles(self):
+        throttles = super().get_throttles()
+        if getattr(self, "action", None) == "create":
+            throttles.append(UploadThrottle())
+        return throttles
+
+    def get_queryset(self):
+        batches = ScreeningBatch.objects.annotate(n_materials=Count("materials")).order_by("-created", "-id")
+        if getattr(self, "swagger_fake_view", False):
+            return batches.none()
+        if not self.request.user.is_staff:
+            batches = batches.filter(created_by=self.request.user)
+        return batches
+
+    @extend_schema(
+        summary="Upload a zip of CIFs to screen",
+        request={"multipart/form-data": s.ScreeningUploadSerializer},
+        responses={202: ScreeningAcceptedSerializer},
+        tags=["screenings"],
+        description="A .zip of .cif files (and optionally one metadata .csv for the ICSD quality filter), at most "
+        "MAX_UPLOAD_BYTES. Answers 202 with the screening's id; poll ``status_url``.",
+    )
+    def create(self, request, *args, **kwargs):
+        form = s.ScreeningUploadSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        upload = form.validated_data["file"]
+        check_release_zip(upload)
+        name = form.validated_data.get("name") or Path(upload.name).stem[:200]
+        from materials import screening
+
+        with transaction.atomic():
+            create_batch = getattr(screening, "create_batch", None)
+            if create_batch is not None:
+                batch = create_batch(name=name, source=upload.name[:200], upload=upload, user=request.user)
+            else:  # pragma: no cover - before the screening pipeline existed
+                batch = ScreeningBatch(name=name, source=upload.name[:200], created_by=request.user)
+                batch.upload.save(Path(upload.name).name, upload, save=False)
+                batch.save()
+            start = getattr(screening, "start_screening_batch", None)
+            if start is not None:
+                start(batch.pk)
+        batch.refresh_from_db(fields=["status"])
+        return Response(
+            {
+                "screening": batch.pk,
+                "job": batch.pk,
+                "status": batch.status,
+                "status_url": reverse("api:screening-detail", args=[batch.pk], request=request),
+                "candidates_url": reverse("api:screening-candidates", args=[batch.pk], request=request),
+            },
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+    @extend_schema(
+        summary="A screening's candidates ranked by P(topological), as JSON or CSV (streamed)",
+        tags=["screenings"],
+        parameters=[FORMAT_PARAMETER, s.CandidateQuerySerializer],
+        responses={
+            (200, "application/json"): s.CandidateSerializer(many=True),
+            (200, "text/csv"): OpenApiResponse(response=OpenApiTypes.STR, description="A header row, then rows."),
+        },
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        renderer_classes=EXPORT_RENDERERS,
+        pagination_class=None,
+        filter_backends=[],
+    )
+    def candidates(self, request, *args, **kwargs):
+        check_format_parameter(request)
+        batch = self.get_object()
+        model_id = (
+            batch.model_version_id
+            or ModelVersion.objects.filter(is_production=True).values_list("id", flat=True).first()
+        )
+        materials = Material.objects.filter(screenings=batch).annotate(
+            prediction=FilteredRelation("predictions", condition=Q(predictions__model_version_id=model_id)),
+            probability=F("prediction__probability"),
+        )
+        query = s.CandidateQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        if query.validated_data.get("probability_min") is not None:
+            materials = materials.filter(probability__gte=query.validated_data["probability_min"])
+        label = query.validated_data.get("label")
+        if label:
+            materials = materials.filter(label="" if label == "unlabelled" else label)
+        materials = materials.order_by(F("probability").desc(nulls_last=True), "id")
+        rows = (
+            (
+                rank,
+                pk,
+                formula,
+                space_group,
+                " ".join(str(i) for i in (icsd_ids or [])),
+                mp_id or "",
+                probability,
+                predicted_class or "",
+                s.LABEL_OUT.get(label, "unlabelled"),
+            )
+            for rank, (pk, formula, space_group, icsd_ids, mp_id, probability, predicted_class, label) in enumerate(
+                materials.values_list(
+                    "id",
+                    "reduced_formula",
+                    "space_group_number",
+                    "icsd_ids",
+                    "mp_id",
+                    "probability",
+                    "prediction__predicted_class",
+                    "label",
+                ).iterator(chunk_size=CHUNK_SIZE),
+                start=1,
+            )
+        )
+        return streaming_export(request.accepted_renderer.format, CANDIDATE_COLUMNS, rows, f"screening-{batch.pk}")
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        force_json_errors(request, response)
+        return super().finalize_response(request, response, *args, **kwargs)
+
+
+# --- Tokens --------------------------------------------------------------------------------------
+
+
+class LoginThrottle(_PerClientScopedThrottle):
+    scope = "login"
+
+
+class TokenResponseSerializer(serializers.Serializer):
+    token = serializers.CharField()
+
+
+@extend_schema(
+    summary="Exchange a username and password for an API token",
+    tags=["auth"],
+    request={"application/json": AuthTokenSerializer},
+    responses={200: TokenResponseSerializer},
+    auth=[],
+)
+class TokenView(APIMixin, ObtainAuthToken):
+    parser_classes = [LimitedJSONParser]
+    throttle_classes = [*DEFAULT_THROTTLES, LoginThrottle]
+    permission_classes = []
+    authentication_classes = []

@@ -1,0 +1,169 @@
+"""Forms of the pages: the candidate filters and the screening upload."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+
+from django import forms
+from django.conf import settings
+from django.template.defaultfilters import filesizeformat
+
+from materials.figures import ATOMIC_NUMBER
+from materials.models import Material
+
+CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic")
+LABEL_STATUS = (
+    ("", "any"),
+    ("topological", "labelled topological"),
+    ("trivial", "labelled trivial"),
+    ("unlabelled", "unlabelled"),
+)
+_CANONICAL = {symbol.lower(): symbol for symbol in ATOMIC_NUMBER}
+
+
+def parse_elements(text: str) -> list[str]:
+    """Element symbols from free text ("Bi, se Te"), canonical and de-duplicated.
+
+    Raises
+    ------
+    forms.ValidationError
+        Naming every token that is not an element symbol.
+    """
+    tokens = [token for token in re.split(r"[\s,;]+", text.strip()) if token]
+    unknown = [token for token in tokens if token.lower() not in _CANONICAL]
+    if unknown:
+        raise forms.ValidationError(
+            "Not an element symbol: %(tokens)s. Separate symbols with commas or spaces, e.g. “Bi, Se”.",
+            params={"tokens": ", ".join(unknown)},
+            code="unknown_element",
+        )
+    return list(dict.fromkeys(_CANONICAL[token.lower()] for token in tokens))
+
+
+class CandidateFilterForm(forms.Form):
+    """Filters of /candidates/ (GET). Every field is optional; an empty form ranks everything."""
+
+    include = forms.CharField(
+        required=False,
+        label="Contains all of",
+        widget=forms.TextInput(attrs={"placeholder": "Bi, Se", "autocomplete": "off", "size": 10}),
+    )
+    exclude = forms.CharField(
+        required=False,
+        label="Contains none of",
+        widget=forms.TextInput(attrs={"placeholder": "O, F", "autocomplete": "off", "size": 10}),
+    )
+    space_group = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=230,
+        label="Space group no.",
+        widget=forms.NumberInput(attrs={"placeholder": "1–230", "style": "width:6.5em"}),
+    )
+    crystal_system = forms.ChoiceField(
+        required=False, choices=[("", "any")] + [(s, s) for s in CRYSTAL_SYSTEMS], label="Crystal system"
+    )
+    p_min = forms.FloatField(
+        required=False,
+        min_value=0.0,
+        max_value=1.0,
+        label="P(topological) ≥",
+        widget=forms.NumberInput(attrs={"step": "0.05", "placeholder": "0", "style": "width:5.5em"}),
+    )
+    p_max = forms.FloatField(
+        required=False,
+        min_value=0.0,
+        max_value=1.0,
+        label="P(topological) ≤",
+        widget=forms.NumberInput(attrs={"step": "0.05", "placeholder": "1", "style": "width:5.5em"}),
+    )
+    label = forms.ChoiceField(required=False, choices=LABEL_STATUS, label="Label status")
+    source = forms.ChoiceField(required=False, choices=[("", "any")] + list(Material.Source.choices), label="Source")
+
+    def clean_include(self) -> list[str]:
+        return parse_elements(self.cleaned_data.get("include") or "")
+
+    def clean_exclude(self) -> list[str]:
+        return parse_elements(self.cleaned_data.get("exclude") or "")
+
+    def clean(self):
+        cleaned = super().clean()
+        p_min, p_max = cleaned.get("p_min"), cleaned.get("p_max")
+        if p_min is not None and p_max is not None and p_min > p_max:
+            self.add_error("p_max", "The upper bound is below the lower bound.")
+        both = set(cleaned.get("include") or []) & set(cleaned.get("exclude") or [])
+        if both:
+            self.add_error("exclude", f"{', '.join(sorted(both))} cannot be both required and excluded.")
+        return cleaned
+
+    @property
+    def active(self) -> bool:
+        """Whether any filter is set (for the empty-state message)."""
+        return self.is_bound and any(
+            value not in (None, "", []) for name, value in getattr(self, "cleaned_data", {}).items()
+        )
+
+
+class ScreeningUploadForm(forms.Form):
+    """A named zip of CIFs (and optionally an ICSD metadata CSV) to screen."""
+
+    name = forms.CharField(max_length=200, help_text="A name you will recognise, e.g. “ICSD 2025.1 oxides”.")
+    release = forms.FileField(
+        label="Release (.zip of CIF files)",
+        help_text="CIFs, optionally with an ICSD metadata CSV for the quality filter.",
+        widget=forms.ClearableFileInput(attrs={"accept": ".zip,application/zip"}),
+    )
+
+    def clean_release(self):
+        """Refuse anything but a readable zip of CIFs within the size limit, before a batch exists."""
+        from materials.screening import ReleaseError, read_release
+
+        upload = self.cleaned_data["release"]
+        limit = settings.MAX_UPLOAD_BYTES
+        if upload.size > limit:
+            raise forms.ValidationError(
+                f"The file is {filesizeformat(upload.size)}; at most {filesizeformat(limit)} can be uploaded. "
+                "Split the release into several zips.",
+                code="too_large",
+            )
+        if not upload.name.lower().endswith(".zip"):
+            raise forms.ValidationError("Upload a .zip file of CIFs.", code="not_zip")
+        with _local_copy(upload) as path:
+            if not zipfile.is_zipfile(path):
+                raise forms.ValidationError("This file is not a valid zip archive.", code="bad_zip")
+            try:
+                release = read_release(path)
+            except ReleaseError as error:
+                message = str(error).split(": ", 1)[-1]
+                raise forms.ValidationError(f"The zip cannot be screened: {message}.", code="bad_release") from None
+            except (zipfile.BadZipFile, OSError, EOFError) as error:
+                raise forms.ValidationError(f"The zip cannot be read: {error}.", code="bad_zip") from None
+        upload.seek(0)
+        self.n_cifs = len(release.cifs)
+        return upload
+
+
+class _local_copy:
+    """The upload as a file on disk (Django keeps small uploads in memory)."""
+
+    def __init__(self, upload):
+        self.upload = upload
+        self.temporary = None
+
+    def __enter__(self) -> Path:
+        if hasattr(self.upload, "temporary_file_path"):
+            return Path(self.upload.temporary_file_path())
+        self.temporary = tempfile.NamedTemporaryFile(suffix=".zip")  # noqa: SIM115 - closed in __exit__
+        self.upload.seek(0)
+        for chunk in self.upload.chunks():
+            self.temporary.write(chunk)
+        self.temporary.flush()
+        return Path(self.temporary.name)
+
+    def __exit__(self, *exc_info) -> None:
+        if self.temporary is not None:
+            self.temporary.close()
+        self.upload.seek(0)

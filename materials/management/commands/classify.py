@@ -1,0 +1,173 @@
+"""``manage.py classify``: classify one material from spectrum files, as ``POST /api/classify/`` does.
+
+The same readers, checks and limits as the API: a JSON file holds the API's request body
+(``{"spectra": {"Co": {"energies_ev": [...], "mu": [...]}}, "formula": ..., "space_group": ...}``);
+CSV/text and XDI files are read like multipart uploads (one file per element, or an
+``element, energy, mu`` table). Nothing is stored. Bad input stops with a message naming
+the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+EXAMPLES = """
+Examples:
+  manage.py classify licoo2.json
+  manage.py classify co_k.csv --element Co --formula LiCoO2 --space-group 166
+  manage.py classify ti_k.xdi o_k.xdi --structure TiO2.cif --sort-energies
+"""
+
+
+def flatten(detail, prefix: str = "") -> list[str]:
+    """DRF error detail (nested dicts and lists) as ``field.sub: message`` lines."""
+    if isinstance(detail, dict):
+        return [line for key, value in detail.items() for line in flatten(value, f"{prefix}{key}.")]
+    if isinstance(detail, list):
+        return [line for item in detail for line in flatten(item, prefix)]
+    field = prefix.rstrip(".")
+    return [f"{field}: {detail}" if field and field != "non_field_errors" else str(detail)]
+
+
+class Command(BaseCommand):
+    help = "Classify one material from its K-edge spectra (JSON as the API takes it, CSV/text or XDI files)."
+
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        from argparse import RawDescriptionHelpFormatter
+
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parser.formatter_class = RawDescriptionHelpFormatter
+        parser.epilog = EXAMPLES
+        return parser
+
+    def add_arguments(self, parser):
+        parser.add_argument("files", nargs="+", type=Path, help="one .json request body, or CSV/text/XDI spectra")
+        parser.add_argument("--element", help="absorbing element of a two-column CSV file")
+        parser.add_argument("--formula", help="chemical formula (elements without a spectrum are reported)")
+        parser.add_argument("--space-group", type=int, help="space group number 1-230")
+        parser.add_argument("--structure", type=Path, help="a CIF (or POSCAR) giving composition and space group")
+        parser.add_argument("--sort-energies", action="store_true", help="sort points by energy first")
+        parser.add_argument("--json", dest="as_json", action="store_true", help="print the answer as JSON")
+
+    def handle(self, *args, files, element, formula, space_group, structure, sort_energies, as_json: bool, **options):
+        from rest_framework.exceptions import ValidationError
+
+        from materials.api.serializers import ClassifyRequestSerializer
+
+        try:
+            payload = self.payload(files, element, formula, space_group, structure, sort_energies)
+            body = ClassifyRequestSerializer(data=payload)
+            body.is_valid(raise_exception=True)
+        except ValidationError as error:
+            raise CommandError("invalid input: " + "; ".join(flatten(error.detail))) from None
+        answer = self.classify(body.validated_data)
+        if as_json:
+            self.stdout.write(_json_dumps(answer))
+            return
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"P(topological) = {answer['probability']:.3f} → {answer['predicted_class']} "
+                f"(threshold {answer['threshold']:.3f}, model {answer['model_version']} {answer['model_kind']})"
+            )
+        )
+        for note in answer["warnings"]:
+            self.stdout.write(self.style.WARNING(f"  {note}"))
+
+    def payload(self, files, element, formula, space_group, structure, sort_energies) -> dict:
+        from rest_framework.exceptions import ValidationError
+
+        from materials.api.parsers import SpectrumFileError, read_spectrum_file
+
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE  # the API's limit on a classify request
+        raw = {}
+        for path in [*files, *([structure] if structure else [])]:
+            if not path.is_file():
+                raise CommandError(f"{path}: no such file")
+            size = path.stat().st_size
+            if size > limit:
+                raise CommandError(f"{path}: {size} bytes; the limit is {limit} bytes (as for POST /api/classify/)")
+            raw[path] = path.read_bytes()
+        if any(path.suffix.lower() == ".json" for path in files):
+            if len(files) != 1:
+                raise CommandError("a .json file holds the whole request: give it alone")
+            path = files[0]
+            try:
+                payload = json.loads(raw[path].decode("utf-8-sig"))
+            except UnicodeDecodeError as error:
+                raise CommandError(f"{path}: not UTF-8 text (bad byte at offset {error.start})") from None
+            except json.JSONDecodeError as error:
+                raise CommandError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+            if not isinstance(payload, dict) or "spectra" not in payload:
+                raise CommandError(f"{path}: expected a JSON object with a 'spectra' field")
+        else:
+            spectra: dict[str, dict] = {}
+            for path in files:
+                try:
+                    found = read_spectrum_file(path.name, raw[path], element)
+                except SpectrumFileError as error:
+                    raise CommandError(f"{path}: {error}") from None
+                for symbol, (energies, mu) in found.items():
+                    if symbol in spectra:
+                        raise CommandError(f"{path}: a second {symbol} spectrum")
+                    spectra[symbol] = {"energies_ev": energies, "mu": mu}
+            payload = {"spectra": spectra}
+        for key, value in (("formula", formula), ("space_group", space_group)):
+            if value is not None:
+                payload[key] = value
+        if sort_energies:
+            payload["sort_energies"] = True
+        if structure is not None:
+            from django.core.files.uploadedfile import SimpleUploadedFile
+
+            from materials.api.views import structure_from_file
+
+            try:
+                payload["structure"] = structure_from_file(SimpleUploadedFile(structure.name, raw[structure]))
+            except ValidationError as error:
+                raise CommandError(f"{structure}: " + "; ".join(flatten(error.detail))) from None
+        return payload
+
+    def classify(self, data) -> dict:
+        from rest_framework.exceptions import ValidationError
+
+        from materials.api.views import ClassifyView, records_for
+        from materials.inference import classify_material, load_bundle
+        from materials.models import ModelVersion
+
+        version = ModelVersion.objects.production()
+        if version is None:
+            raise CommandError("no production model: train one and promote it first (manage.py train --promote)")
+        try:
+            bundle = load_bundle(version)
+        except (OSError, ValueError) as error:
+            raise CommandError(f"the production model {version.pk} cannot be loaded: {error}") from None
+        try:
+            ClassifyView().check_model_inputs(version, bundle, data)
+        except ValidationError as error:
+            raise CommandError("invalid input: " + "; ".join(flatten(error.detail))) from None
+        try:
+            result = classify_material(version, records_for(data), composition_elements=list(data["composition"]))
+        except ValueError as error:
+            raise CommandError(f"invalid input: spectra: {error}") from None
+        warnings = list(data["warnings"])
+        if result.missing_elements:
+            warnings.append(f"no spectrum for {', '.join(result.missing_elements)}")
+        return {
+            "probability": result.probability,
+            "predicted_class": result.predicted_class,
+            "threshold": result.threshold,
+            "model_version": result.model_version,
+            "model_kind": version.kind,
+            "elements": result.elements,
+            "missing_elements": result.missing_elements,
+            "contributions": result.contributions,
+            "warnings": warnings,
+        }
+
+
+def _json_dumps(value) -> str:
+    return json.dumps(value, indent=1, default=float)

@@ -1,0 +1,115 @@
+"""The ``feff`` queue: one task per (material, element, preset), tracked on a ``Job``.
+
+A ``Job`` of kind ``compute_spectra`` carries ``parameters = {"material_id", "element",
+"preset"}`` (and a ``batch`` id shared by the jobs one command enqueued); its status
+moves pending → running → done | failed, with the reason on failure (``FeffError``'s
+message: partial occupancy, too many sites, no K-edge data, a FEFF crash, the time
+limit).
+
+Why it is safe to re-run, and what happens when things go wrong:
+
+* A spectrum that already exists is skipped (``compute_material_spectra``), and a
+  finished job is left alone (``run_tracked``).
+* ``acks_late`` and ``reject_on_worker_lost`` (global settings) put the message back
+  on the queue when the worker process dies mid-run (kill -9, out of memory); the
+  next delivery finds the job still ``running`` and counts an attempt. After
+  ``MAX_ATTEMPTS`` lost attempts the job fails instead of looping on a poison input.
+* FEFF gets a budget (``FEFF_BUDGET_S``) that bounds each of its stages, so a slow
+  structure fails with a clear reason before Celery's soft limit, which is the
+  backstop (``SoftTimeLimitExceeded`` is recorded like any error), and the hard limit
+  after it.
+* FEFF writes into a scratch directory that ``TemporaryDirectory`` removes on
+  success and on failure. Only a hard kill can leave one behind; those are under
+  one root and removed by the next task once older than the hard limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from celery import shared_task
+
+from materials.models import Job, Status
+from materials.spectra_compute import compute_material_spectra
+from materials.tasks.base import run_tracked
+
+logger = logging.getLogger(__name__)
+
+#: Seconds FEFF may take for one (material, element): every inequivalent site.
+FEFF_BUDGET_S = 3300
+SOFT_TIME_LIMIT_S = FEFF_BUDGET_S + 120
+#: Below the broker's visibility timeout (7200 s), so a running task is not re-delivered.
+TIME_LIMIT_S = SOFT_TIME_LIMIT_S + 120
+MAX_ATTEMPTS = 3
+
+
+def scratch_root() -> Path:
+    """Where FEFF scratch directories go: ``$FEFF_SCRATCH_DIR`` or ``<tmp>/screening-feff``."""
+    root = Path(os.environ.get("FEFF_SCRATCH_DIR") or Path(tempfile.gettempdir()) / "screening-feff")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def remove_stale_scratch(root: Path, older_than_s: float = TIME_LIMIT_S * 2) -> int:
+    """Remove scratch directories a hard-killed task left; no live task is that old."""
+    removed, now = 0, time.time()
+    for path in root.glob("feff-*"):
+        try:
+            if path.is_dir() and now - path.stat().st_mtime > older_than_s:
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        except FileNotFoundError:
+            continue  # another worker removed it first
+    return removed
+
+
+def _count_attempt(job: Job) -> int:
+    """Record this delivery in ``job.result["attempts"]`` and return the count.
+
+    A job found ``running`` was started by a delivery whose worker died.
+    """
+    attempts = int((job.result or {}).get("attempts", 0)) + 1
+    if job.status != Status.RUNNING:  # a first delivery, or a failed job run again on purpose
+        attempts = 1
+    job.result = {**(job.result or {}), "attempts": attempts}
+    Job.objects.filter(pk=job.pk).update(result=job.result)
+    return attempts
+
+
+@shared_task(soft_time_limit=SOFT_TIME_LIMIT_S, time_limit=TIME_LIMIT_S)
+def compute_spectrum(job_id: int) -> None:
+    """Compute one K-edge spectrum: ``Job.parameters`` names the material, element and preset."""
+    job = Job.objects.get(pk=job_id)
+    if job.status == Status.DONE:
+        return
+    attempts = _count_attempt(job)
+    if attempts > MAX_ATTEMPTS:
+        job.mark_failed(
+            f"gave up after {MAX_ATTEMPTS} attempts: the worker was lost each time (killed, or out of memory)"
+        )
+        return
+    parameters = job.parameters
+    root = scratch_root()
+    remove_stale_scratch(root)
+
+    def work() -> dict:
+        def progress(done: int, total: int, message: str) -> None:
+            job.report_progress(done / max(total, 1), message)
+
+        with tempfile.TemporaryDirectory(prefix="feff-", dir=root) as scratch:
+            outcome = compute_material_spectra(
+                parameters["material_id"],
+                parameters["element"],
+                parameters.get("preset", "fast"),
+                work_dir=scratch,
+                timeout_s=FEFF_BUDGET_S,
+                progress=progress,
+            )
+        return {**outcome.as_result(), "attempts": attempts}
+
+    run_tracked(job, work)

@@ -1,0 +1,209 @@
+"""Screenings: upload a zip of CIFs (202), follow it, fetch ranked candidates as JSON or CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.authtoken.models import Token
+
+from materials.models import Material, ModelVersion, Prediction, ScreeningBatch
+from tests.api_support import DATA, THROTTLE_OFF, token_client
+
+URL = "/api/screenings/"
+
+
+@pytest.fixture(autouse=True)
+def no_throttles(settings, tmp_path):
+    cache.clear()
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": dict(THROTTLE_OFF)}
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+
+
+@pytest.fixture
+def users(db):
+    User = get_user_model()
+    alice = User.objects.create_user("alice")
+    bob = User.objects.create_user("bob")
+    boss = User.objects.create_user("boss", is_staff=True)
+    return {
+        name: (user, token_client(Token.objects.create(user=user).key))
+        for name, user in (("alice", alice), ("bob", bob), ("boss", boss))
+    }
+
+
+def zip_of(members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def cif() -> bytes:
+    return (DATA / "structures" / "LiCoO2_mp24850.cif").read_bytes()
+
+
+def post_zip(client, content: bytes, name="release.zip", **fields):
+    return client.post(
+        URL, {"file": SimpleUploadedFile(name, content, "application/zip"), **fields}, format="multipart"
+    )
+
+
+def test_upload_answers_202_and_enqueues_the_screening(users, django_capture_on_commit_callbacks):
+    alice, client = users["alice"]
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = post_zip(client, zip_of({"LiCoO2.cif": cif(), "meta.csv": b"icsd_id\n"}), name="icsd-2026.zip")
+    assert response.status_code == 202, response.content
+    body = response.json()
+    batch = ScreeningBatch.objects.get(pk=body["screening"])
+    assert body["job"] == batch.pk and body["status"] == "pending"
+    assert body["status_url"].endswith(f"/api/screenings/{batch.pk}/")
+    assert body["candidates_url"].endswith(f"/api/screenings/{batch.pk}/candidates/")
+    assert batch.created_by == alice and batch.name == "icsd-2026" and batch.source == "icsd-2026.zip"
+    assert zipfile.ZipFile(batch.upload.path).namelist() == ["LiCoO2.cif", "meta.csv"]
+    assert len(callbacks) == 1  # start_screening_batch: the pipeline runs once this commits
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("release.tar", b"not a zip", "upload a .zip"),
+        ("release.zip", b"PK\x03\x04 truncated", "not a readable zip"),
+        ("release.zip", zip_of({"run.exe": b"MZ"}), "only .cif and .csv"),
+        ("release.zip", zip_of({"../../etc/evil.cif": cif()}), "unsafe path"),
+        ("release.zip", zip_of({"notes.csv": b"a,b\n"}), "no .cif file"),
+        ("release.zip", zip_of({"bomb.cif": b"0" * 2_000_000}), "zip bomb"),
+    ],
+)
+def test_upload_validation(users, name, content, message):
+    response = post_zip(users["alice"][1], content, name=name)
+    assert response.status_code == 400, response.content
+    assert message in " ".join(response.json()["file"])
+    assert ScreeningBatch.objects.count() == 0
+
+
+def test_too_many_members(users, monkeypatch):
+    from materials import screening
+
+    monkeypatch.setattr(screening, "MAX_MEMBERS", 2)
+    response = post_zip(users["alice"][1], zip_of({f"{i}.cif": cif() for i in range(3)}))
+    assert response.status_code == 400 and "at most 2" in response.json()["file"][0]
+
+
+def test_upload_over_the_size_limit_is_413(users, settings):
+    settings.MAX_UPLOAD_BYTES = 500
+    response = post_zip(users["alice"][1], zip_of({"a.cif": cif()}, compression=zipfile.ZIP_STORED))
+    assert response.status_code == 413
+    assert "limit" in response.json()["detail"]
+
+
+def test_upload_needs_a_file_and_a_login(users):
+    assert users["alice"][1].post(URL, {}, format="multipart").json() == {"file": ["No file was submitted."]}
+    assert post_zip(token_client(), zip_of({"a.cif": cif()})).status_code == 401
+    assert users["alice"][1].post(URL, {"file": "x"}, format="json").status_code == 415
+
+
+def test_uploads_are_throttled(users, settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {**THROTTLE_OFF, "upload": "1/hour"},
+    }
+    client = users["alice"][1]
+    assert post_zip(client, zip_of({"a.cif": cif()})).status_code == 202
+    assert post_zip(client, zip_of({"a.cif": cif()})).status_code == 429
+    assert client.get(URL).status_code == 200  # reading is not an upload
+
+
+def make_batch(owner, materials, model=None, **fields):
+    batch = ScreeningBatch.objects.create(name="release", created_by=owner, model_version=model, **fields)
+    batch.materials.add(*materials)
+    return batch
+
+
+def test_progress_and_visibility(users, django_assert_max_num_queries):
+    alice, alice_client = users["alice"]
+    batch = make_batch(
+        alice,
+        [],
+        status="running",
+        progress=0.3,
+        progress_message="deduplicated",
+        stage_counts={"files": 3, "parsed": 2},
+        rejected=[{"file": "bad.cif", "reason": "cannot parse CIF"}],
+    )
+    with django_assert_max_num_queries(3):
+        body = alice_client.get(f"{URL}{batch.pk}/").json()
+    assert body["status"] == "running" and body["progress"] == 0.3 and body["progress_message"] == "deduplicated"
+    assert body["stage_counts"] == {"files": 3, "parsed": 2}
+    assert body["rejected"] == [{"file": "bad.cif", "reason": "cannot parse CIF"}]
+    assert body["materials"] == 0
+    assert users["bob"][1].get(f"{URL}{batch.pk}/").status_code == 404
+    assert users["boss"][1].get(f"{URL}{batch.pk}/").status_code == 200
+    assert token_client().get(f"{URL}{batch.pk}/").status_code == 401
+    assert [b["id"] for b in alice_client.get(URL).json()["results"]] == [batch.pk]
+    assert users["bob"][1].get(URL).json()["results"] == []
+
+
+@pytest.fixture
+def screened(users):
+    alice = users["alice"][0]
+    model = ModelVersion.objects.create(kind="svm-sg", status="ready", is_production=True)
+    found = []
+    for formula, p, label in (("Bi2Se3", 0.9, "topological"), ("TiO2", 0.2, ""), ("SnTe", 0.6, ""), ("NaCl", None, "")):
+        material = Material.objects.create(
+            formula=formula,
+            reduced_formula=formula,
+            elements=["X"],
+            space_group_number=225,
+            source="icsd",
+            label=label,
+            icsd_ids=[123, 456] if formula == "SnTe" else [],
+        )
+        if p is not None:
+            Prediction.objects.create(
+                material=material,
+                model_version=model,
+                probability=p,
+                predicted_class="topological" if p >= 0.5 else "trivial",
+            )
+        found.append(material)
+    return make_batch(alice, found, model=model, status="done", progress=1.0)
+
+
+def test_candidates_as_json_ranked(users, screened, django_assert_max_num_queries):
+    with django_assert_max_num_queries(3):
+        response = users["alice"][1].get(f"{URL}{screened.pk}/candidates/?format=json")
+        rows = json.loads(b"".join(response.streaming_content))
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    assert [(r["rank"], r["formula"], r["probability"]) for r in rows] == [
+        (1, "Bi2Se3", 0.9),
+        (2, "SnTe", 0.6),
+        (3, "TiO2", 0.2),
+        (4, "NaCl", None),
+    ]
+    assert rows[1]["icsd_ids"] == "123 456" and rows[1]["label"] == "unlabelled"
+    assert rows[0]["predicted_class"] == "topological" and rows[3]["predicted_class"] == ""
+
+
+def test_candidates_as_csv_with_filters(users, screened):
+    response = users["alice"][1].get(f"{URL}{screened.pk}/candidates/?format=csv&probability_min=0.5")
+    assert response["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert [r["formula"] for r in rows] == ["Bi2Se3", "SnTe"]
+    response = users["alice"][1].get(f"{URL}{screened.pk}/candidates/?format=csv&label=unlabelled")
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert [r["formula"] for r in rows] == ["SnTe", "TiO2", "NaCl"]
+    bad = users["alice"][1].get(f"{URL}{screened.pk}/candidates/?format=csv&probability_min=3")
+    assert bad.status_code == 400 and bad["Content-Type"] == "application/json"
+
+
+def test_candidates_are_private(users, screened):
+    assert users["bob"][1].get(f"{URL}{screened.pk}/candidates/").status_code == 404
+    assert token_client().get(f"{URL}{screened.pk}/candidates/").status_code == 401
