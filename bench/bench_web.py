@@ -236,6 +236,34 @@ def time_requests(n_requests: int) -> tuple[dict[str, list[float]], dict[str, in
     return timings, rows
 
 
+SELECTIVE = ("include_Bi_Se_p_min", "include_Te_exclude_O_topological")
+
+
+def time_without_element_keys(n_requests: int) -> dict[str, list[float]]:
+    """The selective element filters again with ElementKeys off (plain LIKE filters): the baseline."""
+    from django.test import Client
+    from django.urls import reverse
+
+    from materials import candidates
+
+    client = Client()
+    url = reverse("materials:candidate-list")
+    saved = candidates.ElementKeys.MIN_TABLE_ID
+    candidates.ElementKeys.MIN_TABLE_ID = 10**12
+    timings: dict[str, list[float]] = {name: [] for name in SELECTIVE}
+    try:
+        for name in SELECTIVE:
+            client.get(url, CASES[name])
+        for _ in range(n_requests):
+            for name in SELECTIVE:
+                started = time.perf_counter()
+                assert client.get(url, CASES[name]).status_code == 200
+                timings[name].append((time.perf_counter() - started) * 1000)
+    finally:
+        candidates.ElementKeys.MIN_TABLE_ID = saved
+    return timings
+
+
 def explain_first_page(version) -> str:
     from django.db import connection
 
@@ -276,6 +304,7 @@ def main() -> int:
         filled = fill(args.materials)
         plan = explain_first_page(filled["production"])
         timings, rows = time_requests(args.requests)
+        baseline = time_without_element_keys(max(5, args.requests // 16))
         from django.db import connections
 
         connections.close_all()
@@ -295,6 +324,10 @@ def main() -> int:
         print(f"candidates_{name}_p95_ms: {percentile(values, 95):.1f} ms")
     print(f"candidates_p50_ms: {statistics.median(everything):.1f} ms")
     print(f"candidates_p95_ms: {percentile(everything, 95):.1f} ms")
+    for name, values in baseline.items():
+        print(f"candidates_{name}_without_element_keys_p50_ms: {statistics.median(values):.1f} ms")
+        speedup = statistics.median(values) / statistics.median(timings[name])
+        print(f"candidates_{name}_element_keys_speedup: {speedup:.1f}x")
     uses_index = "prediction_rank" in plan
     print(f"candidates_first_page_uses_rank_index: {'yes' if uses_index else 'no'}")
     if os.environ.get("BENCH_VERBOSE"):

@@ -29,6 +29,18 @@ from materials.models import (
 
 RECENT = 5
 SCREENING_CANDIDATES_SHOWN = 100
+# A model's metrics JSON carries ROC points and the 2-D projection of every test
+# material (hundreds of kB for a large test set): only pages that show them read it.
+HEAVY_MODEL_FIELDS = ("metrics", "hyperparameters", "library_versions")
+
+
+def production_model():
+    """The production model without its heavy JSON fields, or None."""
+    return ModelVersion.objects.filter(is_production=True).defer(*HEAVY_MODEL_FIELDS).first()
+
+
+def light(relation: str) -> list[str]:
+    return [f"{relation}__{name}" for name in HEAVY_MODEL_FIELDS]
 
 
 def dashboard(request):
@@ -45,8 +57,12 @@ def dashboard(request):
         "label_count": TopologyLabel.objects.count(),
         "production": production,
         "summary": pages.metric_summary(production) if production else None,
-        "runs": TrainingRun.objects.select_related("model_version").order_by("-created")[:RECENT],
-        "screenings": ScreeningBatch.objects.select_related("model_version").order_by("-created")[:RECENT],
+        "runs": TrainingRun.objects.select_related("model_version")
+        .defer("history", *light("model_version"))
+        .order_by("-created")[:RECENT],
+        "screenings": ScreeningBatch.objects.select_related("model_version")
+        .defer("rejected", *light("model_version"))
+        .order_by("-created")[:RECENT],
     }
     return render(request, "materials/dashboard.html", context)
 
@@ -62,7 +78,7 @@ def _candidate_filters(request) -> tuple[CandidateFilterForm, dict | None]:
 
 
 def candidate_list(request):
-    production = ModelVersion.objects.production()
+    production = production_model()
     form, filters = _candidate_filters(request)
     page = None
     if production is not None and filters is not None:
@@ -80,7 +96,7 @@ def candidate_list(request):
 
 
 def candidate_export(request):
-    production = ModelVersion.objects.production()
+    production = production_model()
     if production is None:
         return HttpResponse("No production model: nothing is ranked yet.\n", status=404, content_type="text/plain")
     form, filters = _candidate_filters(request)
@@ -115,11 +131,11 @@ def material_list(request):
 def material_detail(request, pk: int):
     material = get_object_or_404(Material, pk=pk)
     spectra = list(material.spectra.order_by("element", "source"))
-    production = ModelVersion.objects.production()
+    production = production_model()
     predictions = list(
-        material.predictions.select_related("model_version").order_by(
-            "-model_version__is_production", "-model_version__created"
-        )
+        material.predictions.select_related("model_version")
+        .defer(*light("model_version"))
+        .order_by("-model_version__is_production", "-model_version__created")
     )
     explanation = pages.explain_material(material, production, spectra)
     figure = figures.spectra_figure(pages.raw_traces(spectra), explanation.standardized)
@@ -171,7 +187,7 @@ def model_detail(request, pk: int):
 def model_compare(request):
     subset = _subset(request)
     datasets = list(Dataset.objects.annotate(n_models=Count("model_versions")).order_by("-created"))
-    production = ModelVersion.objects.production()
+    production = production_model()
     chosen = None
     wanted = request.GET.get("dataset")
     if wanted and wanted.isdigit():
@@ -226,13 +242,19 @@ def dataset_detail(request):
 
 
 def screening_list(request):
-    batches = ScreeningBatch.objects.select_related("model_version", "created_by").order_by("-created")
+    batches = (
+        ScreeningBatch.objects.select_related("model_version", "created_by")
+        .defer("rejected", *light("model_version"))
+        .order_by("-created")
+    )
     page = Paginator(batches, 25).get_page(request.GET.get("page"))
     return render(request, "materials/screening_list.html", {"page": page})
 
 
 def screening_detail(request, pk: int):
-    batch = get_object_or_404(ScreeningBatch.objects.select_related("model_version", "created_by"), pk=pk)
+    batch = get_object_or_404(
+        ScreeningBatch.objects.select_related("model_version", "created_by").defer(*light("model_version")), pk=pk
+    )
     rows = []
     if batch.model_version_id:
         rows = list(
@@ -308,7 +330,7 @@ def screening_download(request, pk: int):
 def screening_upload(request):
     from materials.screening import create_batch, start_screening_batch
 
-    production = ModelVersion.objects.production()
+    production = production_model()
     if request.method == "POST":
         form = ScreeningUploadForm(request.POST, request.FILES)
         if form.is_valid():

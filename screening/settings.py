@@ -152,6 +152,11 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Redis redelivers an unacknowledged task after this many seconds; it must exceed
 # the longest task time limit (training, 1 hour) or a running task is delivered twice.
+# A task whose whole worker vanished (machine lost, kill -9) is restored once older than
+# this, by the next worker to start or by a running one within ~100 s (kombu's restore
+# scan); a task whose pool process died is re-queued at once (reject_on_worker_lost).
+# Redis must persist (appendonly yes, as in docker-compose.yml): a Redis restarted
+# without it loses every queued task. tests/test_faults.py exercises all of this.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "7200"))}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"

@@ -8,7 +8,7 @@ in this process, against a test database holding a real 40-compound subset of th
 bundled data and a really trained production model (SVM-sg). Requests carry an
 ordinary user's token: staff-only operations answer 403, the others do real work.
 
-Bounded and seeded: ``SCHEMATHESIS_MAX_EXAMPLES`` examples per operation (default 60)
+Bounded and seeded: ``SCHEMATHESIS_MAX_EXAMPLES`` examples per operation (default 100)
 and Hypothesis seed ``SCHEMATHESIS_SEED`` (default 20261125).
 
 Checks: all of schemathesis's defaults except ``positive_data_acceptance``, which
@@ -20,6 +20,7 @@ out of order, outside the element's K-edge window): such a 400 is the API workin
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 import pytest
 import schemathesis
@@ -32,13 +33,29 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.api_support import THROTTLE_OFF, trained_world_fixture  # noqa: F401
 
-MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "60"))
+MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "100"))
 SEED = int(os.environ.get("SCHEMATHESIS_SEED", "20261125"))
 
 # Generating the schema needs no database: it is loaded at collection, from the app itself.
 schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", get_wsgi_application())
 
 pytestmark = pytest.mark.timeout(600)
+CALLS: Counter[str] = Counter()
+
+
+@pytest.fixture(scope="module")
+def report_calls(request):
+    """After the run, say how many requests each operation got (all passed their checks)."""
+    yield
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None or not CALLS:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(
+            f"\nschemathesis: {sum(CALLS.values())} requests to {len(CALLS)} operations, all checks passed "
+            f"(seed {SEED}, max_examples {MAX_EXAMPLES}, positive and negative data)"
+        )
 
 
 @pytest.fixture
@@ -69,5 +86,6 @@ def live_app(trained_world, db, settings, tmp_path):
     phases=[Phase.explicit, Phase.generate],
     suppress_health_check=list(HealthCheck),
 )
-def test_api_conforms_to_its_schema(case, live_app):
+def test_api_conforms_to_its_schema(case, live_app, report_calls):
     case.call_and_validate(headers=live_app, excluded_checks=[positive_data_acceptance])
+    CALLS[case.operation.label] += 1

@@ -388,28 +388,31 @@ class PredictionViewSet(APIMixin, mixins.ListModelMixin, viewsets.GenericViewSet
     def export(self, request, *args, **kwargs):
         check_format_parameter(request)
         query = self.prediction_query(request)
-        rows = (
-            (
-                material_id,
-                reduced_formula,
-                formula,
-                mp_id,
-                space_group,
-                " ".join(s.elements_from_key(key)),
-                s.LABEL_OUT.get(label, "unlabelled"),
-                probability,
-                predicted_class,
-                model_version,
-            )
-            for _id, material_id, model_version, probability, predicted_class, reduced_formula, formula, mp_id, space_group, key, label in query.iterate(
-                CHUNK_SIZE
-            )  # noqa: E501
-        )
+        rows = (export_row(row) for row in query.iterate(CHUNK_SIZE))
         return streaming_export(request.accepted_renderer.format, PREDICTION_EXPORT_COLUMNS, rows, "predictions")
 
     def finalize_response(self, request, response, *args, **kwargs):
         force_json_errors(request, response)
         return super().finalize_response(request, response, *args, **kwargs)
+
+
+def export_row(row: tuple) -> tuple:
+    """A PredictionQuery row (queries.KEYS order) in PREDICTION_EXPORT_COLUMNS order."""
+    _id, material_id, model_version, probability, predicted_class, reduced, formula, mp_id, space_group, key, label = (
+        row
+    )
+    return (
+        material_id,
+        reduced,
+        formula,
+        mp_id,
+        space_group,
+        " ".join(s.elements_from_key(key)),
+        s.LABEL_OUT.get(label, "unlabelled"),
+        probability,
+        predicted_class,
+        model_version,
+    )
 
 
 def check_format_parameter(request) -> None:

@@ -15,7 +15,8 @@ from mlcore.artifacts import read_artifact, write_artifact
 from mlcore.data import MaterialSpectra
 from mlcore.elements import ELEMENTS, N_ELEMENTS
 
-ProgressCallback = Callable[[int, int, dict], None]
+# progress_callback(step, total_steps, logs): steps are epochs for the CNNs; logs map names to floats.
+ProgressCallback = Callable[[int, int, dict[str, float]], None]
 ValidationData = tuple[MaterialSpectra, np.ndarray] | tuple[MaterialSpectra, np.ndarray, np.ndarray]
 
 
@@ -26,8 +27,12 @@ def check_dataset(X: Any) -> MaterialSpectra:
     return X
 
 
-def check_labels(X: MaterialSpectra, y: Any, sample_weight: Any = None) -> tuple[np.ndarray, np.ndarray]:
+def check_labels(
+    X: MaterialSpectra, y: Any, sample_weight: Any = None, require_both_classes: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Validate binary labels (1 = topological) and optional weights for ``X``.
+
+    ``require_both_classes`` is for training sets; validation sets may hold one class.
 
     Returns
     -------
@@ -41,7 +46,7 @@ def check_labels(X: MaterialSpectra, y: Any, sample_weight: Any = None) -> tuple
         raise ValueError(f"y has {labels.shape[0]} labels for {X.n_materials} materials")
     if not np.all(np.isin(labels, (0, 1))):
         raise ValueError("y must contain only 0 (trivial) and 1 (topological)")
-    if np.unique(labels).size < 2:
+    if require_both_classes and np.unique(labels).size < 2:
         raise ValueError("y must contain both classes to train a classifier")
     if sample_weight is None:
         weights = np.ones(labels.shape[0])

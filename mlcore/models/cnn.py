@@ -75,7 +75,9 @@ class SpectraCNNClassifier(SpectraClassifier):
     deterministic : bool, default True
         Enable TensorFlow op determinism (process-wide) so a seed fixes the result.
     random_state : int
-        Seed for weight initialisation, dropout and shuffling.
+        Seed for weight initialisation, dropout and shuffling. ``fit`` passes it to
+        ``keras.utils.set_random_seed``, which also seeds Python's and NumPy's global
+        generators.
 
     Attributes
     ----------
@@ -263,7 +265,8 @@ class SpectraCNNClassifier(SpectraClassifier):
     @staticmethod
     def _unpack_validation(validation_data: ValidationData) -> tuple[MaterialSpectra, np.ndarray, np.ndarray]:
         X_val = check_dataset(validation_data[0])
-        y_val, w_val = check_labels(X_val, validation_data[1], validation_data[2] if len(validation_data) > 2 else None)
+        w_val = validation_data[2] if len(validation_data) > 2 else None
+        y_val, w_val = check_labels(X_val, validation_data[1], w_val, require_both_classes=False)
         return X_val, y_val, w_val
 
     def _dataset(
@@ -277,52 +280,75 @@ class SpectraCNNClassifier(SpectraClassifier):
     ) -> tf.data.Dataset:
         """tf.data pipeline of batches of whole materials (inputs[, labels, weights]).
 
-        Spectra are held once as ragged (material -> spectra) tensors; each batch
-        gathers its materials' rows, so the pipeline never materializes dense
-        per-channel arrays unless the dense formulation asks for them.
+        Spectra stay in one flat (M, L) tensor. Shuffled batches gather their materials'
+        rows through ragged (material -> spectra) views; unshuffled batches (validation,
+        inference) are contiguous, so they are plain slices. Dense per-channel arrays are
+        only built, batch by batch, for the dense formulation.
         """
         lookup = channel_lookup(self.elements_)
         channel = lookup[X.element_index]
         keep = channel >= 0  # spectra of elements without a channel cannot enter the network
-        kept_spectra = X.spectra if keep.all() else X.spectra[keep]  # no copy in the usual case
         counts = np.bincount(X.material_index[keep], minlength=X.n_materials)
-        spectra = tf.RaggedTensor.from_row_lengths(tf.constant(kept_spectra), counts)
-        channels = tf.RaggedTensor.from_row_lengths(tf.constant(channel[keep].astype(np.int32)), counts)
-        symmetry_table = tf.constant(SYMMETRY_ONE_HOT_TABLE)
-        space_group_row = tf.constant(X.space_group - 1)
-        composition = tf.constant(X.composition) if self.use_composition else None
-        labels = None if y is None else tf.constant(np.asarray(y, dtype=np.float32).reshape(-1, 1))
-        weights = None if y is None else tf.constant(np.asarray(sample_weight, dtype=np.float32))
-        n_channels = len(self.elements_)
-        dense = self.formulation == "dense"
+        spectra = tf.constant(X.spectra if keep.all() else X.spectra[keep])  # no copy in the usual case
+        channels = tf.constant(channel[keep].astype(np.int32))
+        per_material = {
+            "count": tf.constant(counts.astype(np.int32)),
+            "space_group_row": tf.constant(X.space_group - 1),
+        }
+        if self.use_composition:
+            per_material["composition"] = tf.constant(X.composition)
+        if y is not None:
+            per_material["label"] = tf.constant(np.asarray(y, dtype=np.float32).reshape(-1, 1))
+            per_material["weight"] = tf.constant(np.asarray(sample_weight, dtype=np.float32))
 
-        def batch_of_materials(rows: tf.Tensor):
-            batch_spectra = tf.gather(spectra, rows)
-            batch_channels = tf.gather(channels, rows)
-            if dense:
-                positions = tf.stack(
-                    [tf.cast(batch_spectra.value_rowids(), tf.int32), batch_channels.flat_values], axis=1
-                )
-                shape = tf.stack([tf.size(rows), n_channels, tf.shape(batch_spectra.flat_values)[1]])
-                inputs = {"spectra_per_channel": tf.scatter_nd(positions, batch_spectra.flat_values, shape)}
-            else:
-                inputs = {
-                    "spectra": batch_spectra.flat_values,
-                    "element_channel": batch_channels.flat_values,
-                    "spectrum_count": tf.cast(batch_spectra.row_lengths(), tf.int32),
-                }
-            if self.use_symmetry:
-                inputs["symmetry"] = tf.gather(symmetry_table, tf.gather(space_group_row, rows))
-            if composition is not None:
-                inputs["composition"] = tf.gather(composition, rows)
-            if labels is None:
-                return inputs
-            return inputs, tf.gather(labels, rows), tf.gather(weights, rows)
-
-        rows = tf.data.Dataset.range(X.n_materials)
         if shuffle:
+            ragged_spectra = tf.RaggedTensor.from_row_lengths(spectra, counts)
+            ragged_channels = tf.RaggedTensor.from_row_lengths(channels, counts)
+
+            def gather_batch(rows: tf.Tensor):
+                batch = {name: tf.gather(values, rows) for name, values in per_material.items()}
+                flat_spectra = tf.gather(ragged_spectra, rows).flat_values
+                return self._batch_inputs(flat_spectra, tf.gather(ragged_channels, rows).flat_values, batch)
+
+            rows = tf.data.Dataset.range(X.n_materials)
             rows = rows.shuffle(X.n_materials, seed=self.random_state, reshuffle_each_iteration=True)
-        return rows.batch(batch_size).map(batch_of_materials, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+            batches = rows.batch(batch_size).map(gather_batch, num_parallel_calls=tf.data.AUTOTUNE)
+        else:
+            material_starts = np.arange(0, X.n_materials, batch_size)
+            material_stops = np.minimum(material_starts + batch_size, X.n_materials)
+            spectrum_offsets = np.concatenate([[0], np.cumsum(counts)])
+
+            def slice_batch(material_start, material_stop, spectrum_start, spectrum_stop):
+                batch = {name: values[material_start:material_stop] for name, values in per_material.items()}
+                flat_spectra = spectra[spectrum_start:spectrum_stop]
+                return self._batch_inputs(flat_spectra, channels[spectrum_start:spectrum_stop], batch)
+
+            bounds = (
+                material_starts,
+                material_stops,
+                spectrum_offsets[material_starts],
+                spectrum_offsets[material_stops],
+            )
+            batches = tf.data.Dataset.from_tensor_slices(bounds).map(slice_batch)
+        return batches.prefetch(2)
+
+    def _batch_inputs(self, flat_spectra: tf.Tensor, flat_channels: tf.Tensor, batch: dict[str, tf.Tensor]):
+        """Model inputs (and labels, weights) of one batch from its spectra and per-material rows."""
+        if self.formulation == "dense":
+            n_materials = tf.shape(batch["count"])[0]
+            material = tf.repeat(tf.range(n_materials), batch["count"])
+            shape = tf.stack([n_materials, len(self.elements_), tf.shape(flat_spectra)[1]])
+            positions = tf.stack([material, flat_channels], axis=1)
+            inputs = {"spectra_per_channel": tf.scatter_nd(positions, flat_spectra, shape)}
+        else:
+            inputs = {"spectra": flat_spectra, "element_channel": flat_channels, "spectrum_count": batch["count"]}
+        if self.use_symmetry:
+            inputs["symmetry"] = tf.gather(tf.constant(SYMMETRY_ONE_HOT_TABLE), batch["space_group_row"])
+        if self.use_composition:
+            inputs["composition"] = batch["composition"]
+        if "label" not in batch:
+            return inputs
+        return inputs, batch["label"], batch["weight"]
 
     def _run(self, X: MaterialSpectra, output: str) -> np.ndarray:
         """Evaluate the network up to layer ``output`` over batches of materials."""

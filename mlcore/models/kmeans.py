@@ -102,7 +102,7 @@ class KMeansPCAClassifier(SpectraClassifier):
             centroids.append(kmeans.cluster_centers_)
             cluster_class.append(matched_class)
             if progress_callback is not None:
-                progress_callback(step, len(candidates), {"element": ELEMENTS[element]})
+                progress_callback(step, len(candidates), {"n_spectra": float(rows.sum())})
         if not elements:
             raise ValueError(f"no element has at least {self.min_spectra} distinct training spectra to cluster")
         self.elements_ = np.asarray(elements, dtype=np.int64)

@@ -24,8 +24,8 @@ class SVMClassifier(SpectraClassifier):
     """Support vector classifier on [spectra of training elements | 269-long symmetry one-hot].
 
     Decision values are turned into probabilities by Platt scaling (a logistic fit of
-    the labels on the decision value) on the validation data when given, else on the
-    training data. Prediction is evaluated in NumPy from the stored support vectors,
+    the labels on the decision value) on the validation data when given and holding
+    both classes, else on the training data. Prediction is evaluated in NumPy from the stored support vectors,
     dual coefficients and Platt constants, so a saved model needs no pickle.
 
     Parameters
@@ -87,11 +87,12 @@ class SVMClassifier(SpectraClassifier):
         self.support_vectors_ = svc.support_vectors_.astype(np.float32)
         self.dual_coef_ = svc.dual_coef_[0].astype(np.float64)
         self.intercept_ = float(svc.intercept_[0])
+        X_cal, y_cal = X, y
         if validation_data is not None:
-            X_cal = check_dataset(validation_data[0])
-            y_cal, _ = check_labels(X_cal, validation_data[1])
-        else:
-            X_cal, y_cal = X, y
+            X_val = check_dataset(validation_data[0])
+            y_val, _ = check_labels(X_val, validation_data[1], require_both_classes=False)
+            if np.unique(y_val).size == 2:  # Platt scaling needs both classes
+                X_cal, y_cal = X_val, y_val
         platt = LogisticRegression(C=1e6).fit(self.decision_function(X_cal)[:, None], y_cal)
         self.platt_slope_ = float(platt.coef_[0, 0])
         self.platt_intercept_ = float(platt.intercept_[0])
