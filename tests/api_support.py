@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from django.core.management import call_command
@@ -58,8 +59,10 @@ def make_users():
 def train_and_promote(kind: str = "svm-sg"):
     from materials import training
 
-    run = training.request_training(kind)
-    # Tests run inside transactions whose on_commit never fires: train in-line.
+    # Train in-line, and enqueue nothing: with CELERY_BROKER_URL set, a queued task would
+    # reach whatever worker listens on the shared broker, with a run id of this test database.
+    with mock.patch("materials.tasks.base.enqueue_on_commit"):
+        run = training.request_training(kind)
     training.train_model_version(run.pk)
     return training.promote(run.model_version_id)
 

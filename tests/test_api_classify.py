@@ -202,6 +202,14 @@ def test_bad_space_group_and_formula(client):
     assert set(response.json()) == {"space_group", "formula"}
 
 
+def test_a_malformed_structure(client):
+    response = post_json(client, licoo2(structure={"lattice": "cubic", "sites": [{"species": "Co"}]}))
+    assert response.status_code == 400
+    assert "not a pymatgen Structure" in response.json()["structure"][0]
+    response = post_json(client, licoo2(structure={"sites": []}))
+    assert "non-empty 'sites'" in response.json()["structure"][0]
+
+
 def test_empty_and_malformed_bodies(client):
     assert post_json(client, {"spectra": {}}).json()["spectra"] == ["give at least one spectrum"]
     assert post_json(client, [1, 2]).status_code == 400

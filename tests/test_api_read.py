@@ -140,6 +140,39 @@ def test_materials_filter_validation(client, catalogue):
         assert field in response.json(), response.json()
 
 
+@pytest.mark.parametrize(
+    "query, field",
+    [
+        ("crystal_system=", "crystal_system"),
+        ("space_group=", "space_group"),
+        ("has_spectra=maybe", "has_spectra"),
+        ("has_spectra=", "has_spectra"),
+        ("page_size=0", "page_size"),
+        ("page_size=501", "page_size"),
+        ("page_size=ten", "page_size"),
+    ],
+)
+def test_empty_or_malformed_parameters_are_not_ignored(client, catalogue, query, field):
+    response = client.get(f"/api/materials/?{query}")
+    assert response.status_code == 400 and field in response.json(), response.json()
+
+
+def test_strict_parameters_on_predictions_and_models(client, catalogue):
+    assert "ordering" in client.get("/api/predictions/?ordering=formula").json()
+    assert "ordering" in client.get("/api/predictions/?ordering=").json()
+    assert client.get("/api/predictions/export/?format=").status_code == 400
+    assert client.get("/api/models/?page=").status_code == 404
+    assert client.get("/api/models/?page=2").status_code == 404
+    assert client.get("/api/models/?is_production=null").status_code == 400
+
+
+def test_unknown_api_paths_are_json_404s(client, catalogue):
+    for path in ("/api/nothing-here/", "/api/models/0.5/", "/api/screenings/null,null/candidates/"):
+        response = client.get(path)
+        assert response.status_code in (401, 404), path
+        assert response["Content-Type"] == "application/json", path
+
+
 def test_materials_cursor_pagination(client, catalogue):
     first = client.get("/api/materials/?page_size=2").json()
     assert len(first["results"]) == 2 and first["previous"] is None and "count" not in first

@@ -250,3 +250,24 @@ def test_compute_spectra_limit_3_runs_through_a_real_celery_worker(capsys, tmp_p
     assert sorted(Spectrum.objects.values_list("material_id", flat=True)) == [m.pk for m in materials[:3]]
     assert Job.objects.filter(kind=Job.Kind.COMPUTE_SPECTRA, status=Status.DONE).count() == 3
     assert list((tmp_path / "scratch").glob("feff-*")) == []
+
+
+@pytest.mark.django_db
+def test_waiting_marks_a_job_failed_when_its_worker_never_finished_within_the_hard_limit():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from materials.management.commands.compute_spectra import fail_lost_jobs
+    from materials.tasks.feff import TIME_LIMIT_S
+
+    material = make_material(mineral(SODIUM))
+    lost, running, queued = (spectrum_job(material, "Na") for _ in range(3))
+    long_ago = timezone.now() - timedelta(seconds=TIME_LIMIT_S + 60)
+    Job.objects.filter(pk=lost.pk).update(status=Status.RUNNING, started=long_ago)
+    Job.objects.filter(pk=running.pk).update(status=Status.RUNNING, started=timezone.now())
+    Job.objects.filter(pk=queued.pk).update(created=long_ago)  # waiting for a worker is not lost
+    assert fail_lost_jobs([lost.pk, running.pk, queued.pk]) == 1
+    statuses = dict(Job.objects.values_list("pk", "status"))
+    assert statuses == {lost.pk: Status.FAILED, running.pk: Status.RUNNING, queued.pk: Status.PENDING}
+    assert "hard time limit" in Job.objects.get(pk=lost.pk).error

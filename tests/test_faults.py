@@ -660,6 +660,7 @@ def test_two_workers_classifying_the_same_materials_write_each_prediction_once(b
         celery_worker(queues=["classify"], extra_env=env) as (second, _),
     ):
         logs = [log_file(first), log_file(second)]
+        wait_for(lambda: all(" ready." in log.read_text(errors="replace") for log in logs), timeout=120)
         jobs = [Job.objects.create(kind=Job.Kind.CLASSIFY) for _ in range(2)]
         for job in jobs:
             job.mark_running()

@@ -20,7 +20,10 @@ Why it is safe to re-run, and what happens when things go wrong:
   after it.
 * FEFF writes into a scratch directory that ``TemporaryDirectory`` removes on
   success and on failure. Only a hard kill can leave one behind; those are under
-  one root and removed by the next task once older than the hard limit.
+  one root and removed by the next task once older than twice the hard limit.
+* Celery acknowledges a task its hard time limit killed without re-queueing it, so
+  its job would stay ``running``; ``manage.py compute_spectra`` marks such a job
+  failed once it has run longer than ``TIME_LIMIT_S``.
 """
 
 from __future__ import annotations

@@ -47,6 +47,19 @@ def unfinished_pairs(preset: str) -> set[tuple[int, str]]:
     }
 
 
+def fail_lost_jobs(ids: list[int]) -> int:
+    """Mark failed the jobs running for longer than the task's hard time limit.
+
+    Celery acknowledges a task killed at its hard limit without re-queueing it, so
+    nothing else would ever finish its job. Returns how many were marked.
+    """
+    cutoff = timezone.now() - timedelta(seconds=TIME_LIMIT_S)
+    lost = Job.objects.filter(pk__in=ids, status=Status.RUNNING, started__lt=cutoff)
+    for job in lost:
+        job.mark_failed(f"no result within the task's hard time limit of {TIME_LIMIT_S} s: the worker was lost")
+    return len(lost)
+
+
 class Command(BaseCommand):
     help = (
         "Compute missing K-edge XANES spectra with FEFF for materials that have a structure: one Celery task per "
@@ -118,6 +131,7 @@ class Command(BaseCommand):
         ids = [job.pk for job in jobs]
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
+            fail_lost_jobs(ids)
             statuses = list(Job.objects.filter(pk__in=ids).values_list("status", "progress"))
             finished = sum(status in (Status.DONE, Status.FAILED) for status, _ in statuses)
             # Finished jobs plus the fraction of sites the running ones have done.
