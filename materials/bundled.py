@@ -18,6 +18,7 @@ from django.db import transaction
 
 from materials import catalogues
 from materials.catalogues import read_text
+from materials.chemistry import parse_formula
 from materials.models import Material, Spectrum
 
 DEFAULT_DATA_DIR = settings.BASE_DIR / "data"
@@ -94,7 +95,7 @@ def read_head_start(path: Path) -> tuple[list[SpectrumRow], dict[int, dict]]:
 
     Returns the spectra and, per AMCSD id, the compound's selection fields.
     """
-    required = ("amcsd_id", "materiae_id", "element", "energies_ev", "mu")
+    required = ("amcsd_id", "materiae_id", "reduced_formula", "element", "energies_ev", "mu")
     rows, compounds = [], {}
     for line, text in enumerate(read_text(path).splitlines(), start=1):
         if not text.strip():
@@ -109,6 +110,11 @@ def read_head_start(path: Path) -> tuple[list[SpectrumRow], dict[int, dict]]:
         if missing:
             _fail(path, line, f"missing field(s) {', '.join(missing)}")
         _check_spectrum(path, line, record["energies_ev"], record["mu"])
+        formula_elements = set(parse_formula(str(record.get("reduced_formula", ""))).elements)
+        if record["element"] not in formula_elements:
+            _fail(
+                path, line, f"absorbing element {record['element']!r} is not in the formula {record['reduced_formula']}"
+            )
         compounds.setdefault(int(record["amcsd_id"]), record)
         rows.append(
             SpectrumRow(

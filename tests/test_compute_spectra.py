@@ -242,7 +242,7 @@ def test_compute_spectra_reports_failures_with_their_reasons(eager, scratch, cap
 def test_compute_spectra_limit_3_runs_through_a_real_celery_worker(capsys, tmp_path):
     materials = [make_material(mineral(amcsd_id)) for amcsd_id in (LANTHANUM, STRONTIUM, ANTIMONY, SODIUM)]
     with celery_worker(extra_env={"FEFF_SCRATCH_DIR": str(tmp_path / "scratch")}) as (process, queue):
-        call_command("compute_spectra", "--limit", "3", "--queue", queue, "--timeout", "300", "--poll-interval", "0.5")
+        call_command("compute_spectra", "--limit", "3", "--queue", queue, "--timeout", "600", "--poll-interval", "0.5")
         assert process.poll() is None, "the worker died"
     out = capsys.readouterr().out
     assert "Enqueued 3 tasks" in out and f"on queue {queue}" in out

@@ -71,6 +71,12 @@ def test_it_maps_catalogue_classes_to_binary_and_keeps_raw_class_and_tags(data_s
             lambda line: line.replace(",Triv_Ins,", ",Bogus,", 1),
             "materiae_labels.csv:5: unknown materiae class 'Bogus'",
         ),
+        (
+            "spectra/spectra.jsonl",
+            1,
+            lambda line: line.replace('"element": "Cu"', '"element": "Zn"', 1),
+            "spectra.jsonl:1: absorbing element 'Zn' is not in the formula CuS",
+        ),
         ("labels/arsenal_ti.txt", 4, lambda line: "not a line", "arsenal_ti.txt:4: expected 'spacegroup, formula'"),
     ],
 )

@@ -36,7 +36,7 @@ def raw_materials() -> list[list[RawSpectrum]]:
     ]
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def single_native_thread():
     """One OpenMP / BLAS thread for scikit-learn and NumPy (TensorFlow is unaffected).
 
@@ -49,7 +49,7 @@ def single_native_thread():
         yield
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def planted():
     """Train / validation / test parts of a synthetic set with a learnable bump."""
     from mlcore.synthetic import make_synthetic_dataset
@@ -77,12 +77,12 @@ def fit_on_planted(kind: str, planted: dict, shuffle_labels: bool = False, **hyp
 CNN_PLANTED_SETTINGS = {"epochs": 8, "batch_size": 64, "patience": 8}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def planted_cnn_sg(planted):
     return fit_on_planted("cnn-sg", planted, **CNN_PLANTED_SETTINGS)[0]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def composition_cnn():
     """A cnn-sg-composition model (every branch) with its progress reports and data."""
     from mlcore.models import make_model
@@ -96,7 +96,7 @@ def composition_cnn():
     return {"model": model, "progress": progress, "train": (X_train, y_train), "validation": (X_val, y_val)}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def seeded_cnns(composition_cnn):
     """Two sparse and one dense "cnn" model trained with the same seed and data."""
     from mlcore.models import make_model
