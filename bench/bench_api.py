@@ -363,6 +363,29 @@ def load(port: int, paths: list[str], connections: int, seconds: float, warmup: 
     return [value for values in latencies for value in values], sum(failures)
 
 
+def cpu_ms(pids: list[int]) -> float:
+    """User + system CPU time (ms) the processes have used so far."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def worker_pids(server: subprocess.Popen) -> list[int]:
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children")
+    return [int(pid) for pid in children.read_text().split()] if children.exists() else []
+
+
+def backend_pids(admin_url: str) -> list[int]:
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        rows = connection.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [DATABASE]).fetchall()
+    return [pid for (pid,) in rows]
+
+
 def check_page(port: int) -> tuple[int, str]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     connection.request("GET", LIST_PATH)
@@ -406,7 +429,14 @@ def main() -> int:
         server = start_gunicorn(bench_url, port, args.workers, args.threads, per_worker)
         rows, second_page = check_page(port)
         assert rows == 50, rows
-        plain, plain_failures = load(port, [LIST_PATH], args.connections, args.seconds, args.warmup)
+        load_before = os.getloadavg()[0]  # what else the machine is running
+        load(port, [LIST_PATH], args.connections, args.warmup, 0.0)  # warm-up: connections, plans, caches
+        server_pids, postgres_pids = worker_pids(server), backend_pids(admin_url)
+        before = cpu_ms(server_pids), cpu_ms(postgres_pids), time.process_time()
+        plain, plain_failures = load(port, [LIST_PATH], args.connections, args.seconds, 0.0)
+        after = cpu_ms(server_pids), cpu_ms(postgres_pids), time.process_time()
+        cpu_per_request = [(b - a) / max(len(plain), 1) for a, b in zip(before, after, strict=True)]
+        cpu_per_request[2] *= 1000  # process_time is in seconds
         filtered, filtered_failures = load(
             port, [*FILTERED_PATHS, second_page], args.connections, args.seconds / 2, args.warmup
         )
@@ -426,6 +456,11 @@ def main() -> int:
     print(f"api_predictions_p50_ms: {np.percentile(plain, 50):.1f} ms")
     print(f"api_predictions_p95_ms: {np.percentile(plain, 95):.1f} ms")
     print(f"api_predictions_p99_ms: {np.percentile(plain, 99):.1f} ms")
+    # CPU per request, which other work on the machine does not inflate as it does latency.
+    print(f"api_predictions_cpu_gunicorn_ms_per_request: {cpu_per_request[0]:.2f} ms")
+    print(f"api_predictions_cpu_postgres_ms_per_request: {cpu_per_request[1]:.2f} ms")
+    print(f"api_predictions_cpu_client_ms_per_request: {cpu_per_request[2]:.2f} ms")
+    print(f"api_predictions_machine_load_before: {load_before:.1f} (1-minute load average)")
     print(f"api_predictions_filtered_failures: {filtered_failures} responses")
     print(f"api_predictions_filtered_p50_ms: {np.percentile(filtered, 50):.1f} ms")
     print(f"api_predictions_filtered_p95_ms: {np.percentile(filtered, 95):.1f} ms")

@@ -255,15 +255,18 @@ def train_model_version(run_id: int) -> None:
     TrainingRun.objects.filter(pk=run.pk).update(total_epochs=total_epochs, history=[], epoch=0)
 
     def on_epoch(epoch: int, total: int, logs: dict) -> None:
-        entry = {"epoch": epoch, **{k: float(v) for k, v in logs.items()}}
+        # Only numbers go in the history (k-means reports which element it fitted).
+        entry = {"epoch": epoch, **{k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}}
         run.history.append(entry)
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in entry.items() if k in ("loss", "val_loss", "val_accuracy"))
+        message = f"{version.kind}: step {epoch}/{total}" + (f": {scores}" if scores else "")
+        logger.info(message)  # live on the console in-process; on the TrainingRun for pages
         TrainingRun.objects.filter(pk=run.pk).update(
             epoch=epoch,
             total_epochs=total,
             history=run.history,
             progress=min(epoch / max(total, 1), 0.99),
-            progress_message=f"epoch {epoch}/{total}: loss {logs.get('loss', float('nan')):.4f}, "
-            f"val_loss {logs.get('val_loss', float('nan')):.4f}",
+            progress_message=message,
         )
 
     model.fit(

@@ -21,6 +21,11 @@ Standardization (the paper's Methods)
     Per element: subtract the mean over training spectra of each spectrum's mean
     intensity and divide by the mean over training spectra of each spectrum's standard
     deviation.
+Batch path
+    ``SpectrumPreprocessor.transform_arrays`` does what ``transform`` does for spectra
+    already held in (M, L) arrays (screening hundreds of thousands of stored spectra):
+    all spectra of one element are validated and resampled at once, with the same
+    arithmetic as ``numpy.interp``, so the results are the same to the last bit.
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ from mlcore.data import MaterialSpectra, RawSpectrum, composition_matrix
 from mlcore.elements import ELEMENTS, K_EDGE_ENERGY_EV, N_ELEMENTS, check_absorbing_element
 
 MIN_POINTS = 10
+
+# Spectra per step of the batch path: (rows x n_points) float64 temporaries of a few
+# tens of MB, large enough that NumPy's per-call overhead does not matter.
+BATCH_ROWS = 8192
 
 # A spectrum must touch the region where the element's K edge can plausibly be:
 # tabulated edge +-1 % plus an absolute margin. FEFF places K edges from about 20 eV
@@ -191,12 +200,7 @@ class SpectrumPreprocessor:
                 resampled.append(self._resample(row, spectrum.element, energies_ev + shift_ev, mu))
                 material_rows.append(row)
                 element_rows.append(ELEMENTS.index(spectrum.element))
-        if compositions is None:
-            composition = np.zeros((n_materials, N_ELEMENTS), dtype=np.float32)
-        elif isinstance(compositions, np.ndarray):
-            composition = compositions
-        else:
-            composition = composition_matrix(compositions)
+        composition = self._composition(compositions, n_materials)
         space_group = np.asarray(space_groups)
         if space_group.shape[0] != n_materials or composition.shape[0] != n_materials:
             raise ValueError("space_groups and compositions need one entry per material")
@@ -206,6 +210,83 @@ class SpectrumPreprocessor:
             spectra=np.stack(resampled) if resampled else np.zeros((0, self.n_points), dtype=np.float32),
             space_group=space_group,
             composition=composition,
+        )
+
+    def transform_arrays(
+        self,
+        material_index: Sequence[int] | np.ndarray,
+        element_index: Sequence[int] | np.ndarray,
+        energies_ev: np.ndarray | Sequence[np.ndarray],
+        mu: np.ndarray | Sequence[np.ndarray],
+        space_groups: Sequence[int] | np.ndarray,
+        compositions: Sequence[Mapping[str, float]] | np.ndarray | None = None,
+        shift_ev: float = 0.0,
+    ) -> MaterialSpectra:
+        """:meth:`transform` for spectra held in arrays: one vectorized pass per element.
+
+        The result equals ``transform`` on the same spectra (each spectrum is resampled
+        with ``numpy.interp``'s arithmetic, in float64), and bad input raises the same
+        ``ValueError``: of all bad spectra, the one of the lowest material row (then
+        element symbol) is reported, with ``transform``'s message.
+
+        Parameters
+        ----------
+        material_index : (M,) int
+            Material row (0..N-1) of each spectrum.
+        element_index : (M,) int
+            Absorbing element of each spectrum, as an index into
+            :data:`mlcore.elements.ELEMENTS`.
+        energies_ev, mu : (M, L) arrays, or sequences of (M_i, L_i) blocks
+            Energies (eV) and absorption, any float dtype (float32 as stored is fine).
+            Spectra of different lengths go in separate blocks; the blocks' rows, in
+            order, are the M spectra of ``material_index`` / ``element_index``.
+        space_groups, compositions, shift_ev
+            As in :meth:`transform`.
+        """
+        self._check_fitted()
+        material_index = np.asarray(material_index, dtype=np.int64).reshape(-1)
+        element_index = np.asarray(element_index, dtype=np.int64).reshape(-1)
+        energy_blocks, mu_blocks = _blocks(energies_ev), _blocks(mu)
+        n_spectra = material_index.shape[0]
+        if element_index.shape[0] != n_spectra:
+            raise ValueError("material_index and element_index must have the same length")
+        if len(energy_blocks) != len(mu_blocks) or sum(block.shape[0] for block in energy_blocks) != n_spectra:
+            raise ValueError("energies_ev and mu need one row per spectrum, in blocks of the same sizes")
+        n_materials = len(space_groups)
+        if n_spectra and (material_index.min() < 0 or material_index.max() >= n_materials):
+            raise ValueError("material_index refers to a material outside 0..len(space_groups)-1")
+        out = np.empty((n_spectra, self.n_points), dtype=np.float32)
+        failures: list[tuple[int, str, np.ndarray, np.ndarray]] = []
+        offset = 0
+        for energies_block, mu_block in zip(energy_blocks, mu_blocks, strict=True):
+            size = energies_block.shape[0]
+            block_rows = slice(offset, offset + size)
+            if mu_block.shape[0] != size:
+                raise ValueError("energies_ev and mu need one row per spectrum, in blocks of the same sizes")
+            elements = element_index[block_rows]
+            for code in np.unique(elements).tolist():
+                local = np.flatnonzero(elements == code)
+                materials = material_index[block_rows][local]
+                if not 0 <= code < N_ELEMENTS:
+                    raise ValueError(f"material {materials[0]}: element index {code} is outside the vocabulary")
+                bad = self._resample_block(ELEMENTS[code], energies_block, mu_block, local, shift_ev, out, offset)
+                if bad.size:
+                    first = int(np.argmin(materials[bad]))
+                    row = local[bad[first]]
+                    failures.append((int(materials[bad][first]), ELEMENTS[code], energies_block[row], mu_block[row]))
+            offset += size
+        if failures:
+            row, element, energies, values = min(failures, key=lambda failure: failure[:2])
+            # Replay the one spectrum through the per-spectrum path for its exact message.
+            energies, values = self._validated(row, RawSpectrum(element, energies, values))
+            self._resample(row, element, energies + shift_ev, values)
+            raise ValueError(f"material {row}: {element} spectrum was rejected")  # not reached
+        return MaterialSpectra(
+            material_index=material_index,
+            element_index=element_index,
+            spectra=out,
+            space_group=np.asarray(space_groups),
+            composition=self._composition(compositions, n_materials),
         )
 
     def fit_transform(
@@ -283,6 +364,69 @@ class SpectrumPreprocessor:
         values = np.interp(grid_ev, energies_ev, mu)
         return ((values - center) / scale).astype(np.float32)
 
+    def _resample_block(
+        self,
+        element: str,
+        energies_ev: np.ndarray,
+        mu: np.ndarray,
+        rows: np.ndarray,
+        shift_ev: float,
+        out: np.ndarray,
+        offset: int,
+    ) -> np.ndarray:
+        """Validate and resample ``rows`` of one block, all spectra of ``element``, into
+        ``out[offset + rows]``; returns the positions in ``rows`` of spectra that
+        ``transform`` would reject (their output rows are left unspecified)."""
+        n_points = energies_ev.shape[1] if energies_ev.ndim == 2 else 0
+        if energies_ev.ndim != 2 or mu.shape != energies_ev.shape or n_points < MIN_POINTS:
+            return np.arange(rows.size)
+        try:
+            check_absorbing_element(element)
+        except ValueError:
+            return np.arange(rows.size)
+        grid_ev = self._grid(element)
+        start_ev, end_ev = grid_ev[0], grid_ev[-1]
+        low_ev, high_ev = k_edge_region_ev(element)
+        center, scale = self._standardization(element)
+        check_coverage = element in self.windows_ev_
+        bad_parts = []
+        for start in range(0, rows.size, BATCH_ROWS):
+            chunk = rows[start : start + BATCH_ROWS]
+            x = energies_ev[chunk].astype(np.float64)
+            y = mu[chunk].astype(np.float64)
+            # validate_spectrum's checks, row-wise
+            steps = np.diff(x, axis=1)
+            bad = ~np.isfinite(x).all(axis=1) | ~np.isfinite(y).all(axis=1) | ~(steps > 0).all(axis=1)
+            bad |= (x[:, -1] < low_ev) | (x[:, 0] > high_ev)
+            if shift_ev:
+                x += shift_ev
+                steps = np.diff(x, axis=1)
+            if check_coverage:
+                overlap_ev = np.minimum(end_ev, x[:, -1]) - np.maximum(start_ev, x[:, 0])
+                if end_ev > start_ev:
+                    bad |= np.maximum(overlap_ev, 0.0) / (end_ev - start_ev) < self.min_window_coverage
+            if bad.any():
+                bad_parts.append(start + np.flatnonzero(bad))
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                values = _interp_rows(grid_ev, x, y, steps)
+            # numpy.interp's answers where the slope formula breaks down (an infinite
+            # slope between two almost equal energies); bad rows are reported instead.
+            broken = ~np.isfinite(values).all(axis=1) & ~bad
+            for row in np.flatnonzero(broken).tolist():
+                values[row] = np.interp(grid_ev, x[row], y[row])
+            values -= center
+            values /= scale
+            out[offset + chunk] = values
+        return np.concatenate(bad_parts) if bad_parts else np.zeros(0, dtype=np.int64)
+
+    @staticmethod
+    def _composition(compositions, n_materials: int) -> np.ndarray:
+        if compositions is None:
+            return np.zeros((n_materials, N_ELEMENTS), dtype=np.float32)
+        if isinstance(compositions, np.ndarray):
+            return compositions
+        return composition_matrix(compositions)
+
     def _validated(self, row: int, spectrum: RawSpectrum) -> tuple[np.ndarray, np.ndarray]:
         try:
             return validate_spectrum(spectrum.element, spectrum.energies_ev, spectrum.mu)
@@ -330,3 +474,41 @@ class SpectrumPreprocessor:
     def load(cls, path: str | Path) -> SpectrumPreprocessor:
         """Read a preprocessor written by :meth:`save`."""
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _blocks(values) -> list[np.ndarray]:
+    if isinstance(values, np.ndarray):
+        return [values if values.ndim == 2 else values.reshape(-1, values.shape[-1] if values.ndim else 0)]
+    return [np.asarray(block) for block in values]
+
+
+def _interp_rows(grid: np.ndarray, x: np.ndarray, y: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """``numpy.interp(grid, x[i], y[i])`` for every row i at once (float64, same arithmetic).
+
+    ``x`` rows must be increasing. Instead of one binary search per (row, grid point),
+    every energy is located on the (shared, sorted) grid; counting energies per grid
+    cell and accumulating gives, for each grid point g, the number of a row's energies
+    <= grid[g], which is the interval ``numpy.interp`` evaluates.
+    """
+    m, n = x.shape
+    n_grid = grid.shape[0]
+    # cells[i, j]: grid points strictly below x[i, j]; x[i, j] <= grid[g] <=> cells[i, j] <= g
+    cells = np.searchsorted(grid, x.ravel(), side="left").reshape(m, n)
+    cells += (np.arange(m, dtype=np.intp) * (n_grid + 1))[:, None]
+    counts = np.bincount(cells.ravel(), minlength=m * (n_grid + 1)).reshape(m, n_grid + 1)
+    at_or_below = np.cumsum(counts[:, :n_grid], axis=1)  # (m, n_grid): energies <= grid[g]
+    interval = np.clip(at_or_below - 1, 0, n - 2)
+    interval += (np.arange(m, dtype=np.intp) * n)[:, None]
+    slopes = np.empty((m, n), dtype=np.float64)  # row-padded so one flat index serves x, y and slopes
+    np.subtract(y[:, 1:], y[:, :-1], out=slopes[:, :-1])
+    slopes[:, :-1] /= steps
+    slopes[:, -1] = 0.0
+    flat = interval.ravel()
+    values = np.take(slopes.ravel(), flat).reshape(m, n_grid)
+    values *= grid - np.take(x.ravel(), flat).reshape(m, n_grid)
+    values += np.take(y.ravel(), flat).reshape(m, n_grid)
+    # Outside a row's energies numpy.interp repeats the end values; at its last energy
+    # it returns the last value.
+    np.copyto(values, y[:, :1], where=at_or_below == 0)
+    np.copyto(values, y[:, -1:], where=at_or_below == n)
+    return values

@@ -172,6 +172,12 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_TASK_QUEUES_ALL = ["default", "ingest", "feff", "train", "classify"]
 
+# Throttle counters live in the cache: with several gunicorn workers they must be
+# shared, so REDIS_CACHE_URL (e.g. redis://127.0.0.1:6379/1) should be set in production.
+REDIS_CACHE_URL = os.environ.get("REDIS_CACHE_URL", "")
+if REDIS_CACHE_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_CACHE_URL}}
+
 # --- External services ------------------------------------------------------------
 MP_API_KEY = os.environ.get("MP_API_KEY", "")
 MP_API_ENDPOINT = os.environ.get("MP_API_ENDPOINT", "https://api.materialsproject.org/")
@@ -200,6 +206,9 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "anon": os.environ.get("API_THROTTLE_ANON", "600/minute"),
         "user": os.environ.get("API_THROTTLE_USER", "6000/minute"),
+        "classify": os.environ.get("API_THROTTLE_CLASSIFY", "60/minute"),
+        "upload": os.environ.get("API_THROTTLE_UPLOAD", "20/hour"),
+        "login": os.environ.get("API_THROTTLE_LOGIN", "20/minute"),
     },
 }
 SPECTACULAR_SETTINGS = {

@@ -63,4 +63,8 @@ class UploadThrottle(_PerClientScopedThrottle):
     scope = "upload"
 
 
+class LoginThrottle(_PerClientScopedThrottle):
+    scope = "login"
+
+
 DEFAULT_THROTTLES = [AnonThrottle, UserThrottle]

@@ -43,7 +43,7 @@ from materials.api.parsers import LimitedJSONParser, LimitedMultiPartParser, Spe
 from materials.api.permissions import IsStaffWithPermission
 from materials.api.queries import PredictionQuery
 from materials.api.schema import APIAutoSchema
-from materials.api.throttles import DEFAULT_THROTTLES, ClassifyThrottle, UploadThrottle, _PerClientScopedThrottle
+from materials.api.throttles import DEFAULT_THROTTLES, ClassifyThrottle, LoginThrottle, UploadThrottle
 from materials.models import (
     Job,
     Material,
@@ -97,9 +97,8 @@ class MaterialViewSet(APIMixin, viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         if self.action == "retrieve":
-            return Material.objects.prefetch_related(
-                "labels", "spectra"
-            )  # three queries: the material, its labels, its spectra
+            # Three queries: the material, its labels, its spectra.
+            return Material.objects.prefetch_related("labels", "spectra")
         return Material.objects.defer("structure", "nsites", "structure_source", "source_release", "created")
 
     def get_serializer_class(self):
@@ -190,9 +189,9 @@ class ModelVersionViewSet(APIMixin, viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"])
     def retrain(self, request, pk=None):
         version = self.get_object()
-        body = s.RetrainSerializer(data=request.data if isinstance(request.data, dict) else {})
         if not isinstance(request.data, dict):
             raise ValidationError({"non_field_errors": ["expected a JSON object"]})
+        body = s.RetrainSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         kind = body.validated_data.get("kind", version.kind)
         if "hyperparameters" in body.validated_data:
@@ -845,10 +844,6 @@ class ScreeningViewSet(APIMixin, mixins.ListModelMixin, mixins.RetrieveModelMixi
 
 
 # --- Tokens --------------------------------------------------------------------------------------
-
-
-class LoginThrottle(_PerClientScopedThrottle):
-    scope = "login"
 
 
 class TokenResponseSerializer(serializers.Serializer):

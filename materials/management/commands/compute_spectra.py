@@ -116,13 +116,11 @@ class Command(BaseCommand):
                 enqueue_on_commit(compute_spectrum, job.pk, **send_options)
                 if eager:
                     progress("spectra", count, len(jobs))
-            if eager:
-                self._report(jobs)
-                return
-            self.stdout.write(f"Enqueued {len(jobs)} tasks (batch {batch}) on queue {options['queue'] or 'feff'}")
-            if options["no_wait"]:
-                return
-            self._wait(jobs, progress, options["timeout"], options["poll_interval"])
+            if not eager:
+                self.stdout.write(f"Enqueued {len(jobs)} tasks (batch {batch}) on queue {options['queue'] or 'feff'}")
+                if options["no_wait"]:
+                    return
+                self._wait(jobs, progress, options["timeout"], options["poll_interval"])
         finally:
             progress.close()
         self._report(jobs)

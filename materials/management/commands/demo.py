@@ -39,23 +39,15 @@ class Command(BaseCommand):
         )
 
     def pipeline_steps(self, epochs):
-        """Training and screening, as far as the app has them."""
-        from django.core.management import get_commands
-
-        commands = get_commands()
-        steps = []
-        if "train" in commands:
-            options = {"kind": "cnn-sg", "promote_after": True}
-            if epochs:
-                options["epochs"] = epochs
-            steps.append(("train CNN-sg", lambda: call_command("train", stdout=self.stdout, **options)))
-        else:
-            self.stdout.write(self.style.WARNING("skipped: training (manage.py train is not available yet)"))
-        if "screen_demo" in commands:
-            steps.append(("screen a small real release", lambda: call_command("screen_demo", stdout=self.stdout)))
-        else:
-            self.stdout.write(self.style.WARNING("skipped: screening (manage.py screen_demo is not available yet)"))
-        return steps
+        """Train and promote CNN-sg, classify every material, screen a small real release."""
+        options = {"kind": "cnn-sg", "promote_after": True}
+        if epochs:
+            options["epochs"] = epochs
+        return [
+            ("train CNN-sg", lambda: call_command("train", stdout=self.stdout, **options)),
+            ("classify every material", lambda: call_command("classify_all", stdout=self.stdout)),
+            ("screen a small real release", lambda: call_command("screen_demo", stdout=self.stdout)),
+        ]
 
     def ensure_admin(self) -> str:
         """Create (or reset) the demo superuser with a fresh random password."""
