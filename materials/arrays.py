@@ -3,6 +3,10 @@
 Nothing else in the app builds model inputs from rows, and nothing in ``mlcore``
 knows about rows. ``load_records`` reads materials with their spectra in a constant
 number of queries and returns plain arrays and ``mlcore.data.RawSpectrum`` lists.
+``load_spectra_arrays`` is the screening path: the same spectra, chosen by the same
+source preference, read with raw SQL straight into (M, L) float32 blocks, with no
+model instance or per-spectrum object (``SpectrumPreprocessor.transform_arrays``
+takes them as they are).
 """
 
 from __future__ import annotations
@@ -11,9 +15,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from django.db import connection
 
+from materials.fields import DTYPE
 from materials.models import TOPOLOGICAL, TRIVIAL, Material, Spectrum
-from mlcore.data import RawSpectrum
+from mlcore.data import RawSpectrum, composition_matrix
+from mlcore.elements import ELEMENTS
 
 # When a material has one element's spectrum from several sources, models use the
 # first of these. Measured spectra are never training inputs: they come from another
@@ -115,6 +122,165 @@ def load_records(
         compositions=[composition_fractions(m) for m in materials],
         labels=np.array([LABEL_VALUES[m.label] for m in materials], dtype=np.int64),
     )
+
+
+@dataclass
+class SpectraArrays:
+    """Model inputs of N materials as arrays, in ``material_ids`` order (no labels).
+
+    Spectra are rows of ``material_index`` / ``element_index`` (M,), sorted by
+    (material, element), whose energies and absorption are stored in blocks of equal
+    length: block b of ``energies_ev`` / ``mu`` is an (M_b, L_b) float32 array holding
+    the next M_b spectra. Usually all spectra have 100 points and there is one block.
+    """
+
+    material_ids: np.ndarray
+    space_groups: np.ndarray
+    compositions: np.ndarray | None
+    material_index: np.ndarray
+    element_index: np.ndarray
+    energies_ev: list[np.ndarray]
+    mu: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.material_ids)
+
+    @property
+    def n_spectra(self) -> int:
+        return len(self.material_index)
+
+
+#: Spectrum rows per query of the screening loader (each row is ~1 kB of bytea).
+ARRAY_CHUNK = 10_000
+_ELEMENT_CODES = {symbol: code for code, symbol in enumerate(ELEMENTS)}
+
+
+def load_spectra_arrays(
+    material_ids: Sequence[int] | np.ndarray,
+    *,
+    sources: Sequence[str] = TRAINING_SOURCES,
+    with_compositions: bool = False,
+) -> SpectraArrays | None:
+    """Read materials and their spectra into arrays, fast: what ``load_records`` reads
+    for spectral models, without building model instances.
+
+    Per material and element the first of ``sources`` that has a K-edge spectrum is
+    used, as in ``load_records``. Compositions are parsed from the formulas only when
+    ``with_compositions`` (composition models); otherwise ``compositions`` is None.
+
+    Returns None when a stored spectrum cannot be put in an array (energies and
+    absorption of different lengths, bytes that are not float32 values, an element
+    symbol that does not exist) or ids repeat: the per-record path then handles them
+    (and reports the problem) as it always has.
+
+    Raises
+    ------
+    KeyError
+        For an id that is not a stored material (as ``load_records``).
+    """
+    ids = np.asarray(material_ids, dtype=np.int64).reshape(-1)
+    n_materials = len(ids)
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    if n_materials and np.any(sorted_ids[1:] == sorted_ids[:-1]):
+        return None  # repeated ids: rare enough for the record path
+    table = Material._meta.db_table
+    space_groups = np.zeros(n_materials, dtype=np.int64)
+    found = np.zeros(n_materials, dtype=bool)
+    formulas: list[str] = [""] * n_materials
+    spectrum_rows = []
+    with connection.cursor() as cursor:
+        for chunk in _chunks(sorted_ids.tolist(), ARRAY_CHUNK):
+            where, params = _id_filter("id", chunk)
+            cursor.execute(f"SELECT id, space_group_number, formula FROM {table} WHERE {where}", params)
+            rows = cursor.fetchall()
+            if rows:
+                pks, numbers, chunk_formulas = zip(*rows, strict=True)
+                positions = order[np.searchsorted(sorted_ids, np.asarray(pks, dtype=np.int64))]
+                space_groups[positions] = [number or 0 for number in numbers]
+                found[positions] = True
+                if with_compositions:
+                    for position, formula in zip(positions.tolist(), chunk_formulas, strict=True):
+                        formulas[position] = formula
+            spectrum_rows.extend(_spectrum_rows(cursor, chunk, sources))
+    if not found.all():
+        raise KeyError(int(ids[np.flatnonzero(~found)[0]]))
+    compositions = None
+    if with_compositions:
+        from materials.chemistry import parse_formula
+
+        parsed: dict[str, dict[str, float]] = {}
+        compositions = composition_matrix(
+            [parsed.get(f) or parsed.setdefault(f, parse_formula(f).fractions) for f in formulas]
+        )
+    arrays = _spectra_blocks(spectrum_rows, sorted_ids, order, sources)
+    if arrays is None:
+        return None
+    material_index, element_index, energies, mu = arrays
+    return SpectraArrays(
+        material_ids=ids,
+        space_groups=space_groups,
+        compositions=compositions,
+        material_index=material_index,
+        element_index=element_index,
+        energies_ev=energies,
+        mu=mu,
+    )
+
+
+def _id_filter(column: str, ids: list[int]) -> tuple[str, list]:
+    if connection.vendor == "postgresql":
+        return f"{column} = ANY(%s)", [ids]
+    return f"{column} IN ({', '.join(['%s'] * len(ids))})", list(ids)
+
+
+def _spectrum_rows(cursor, ids: list[int], sources: Sequence[str]) -> list[tuple]:
+    """(material_id, element, source, energies bytes, mu bytes) of the materials' K-edge
+    spectra from ``sources``."""
+    where, params = _id_filter("material_id", ids)
+    placeholders = ", ".join(["%s"] * len(sources))
+    cursor.execute(
+        f"SELECT material_id, element, source, energies_ev, mu FROM {Spectrum._meta.db_table} "
+        f"WHERE {where} AND edge = 'K' AND source IN ({placeholders})",
+        [*params, *sources],
+    )
+    return cursor.fetchall()
+
+
+def _spectra_blocks(rows: list[tuple], sorted_ids: np.ndarray, order: np.ndarray, sources: Sequence[str]):
+    """Material rows, element codes and float32 blocks of the chosen spectra, sorted by
+    (material row, element); None if a spectrum cannot be an array row."""
+    if not rows:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty.copy(), [], []
+    material_ids, elements, row_sources, energies, mu = zip(*rows, strict=True)
+    material_index = order[np.searchsorted(sorted_ids, np.asarray(material_ids, dtype=np.int64))]
+    element_index = np.array([_ELEMENT_CODES.get(symbol, -1) for symbol in elements], dtype=np.int64)
+    if np.any(element_index < 0):
+        return None  # not an element symbol: the record path raises the precise error
+    rank = {source: position for position, source in enumerate(sources)}
+    ranks = np.array([rank[source] for source in row_sources], dtype=np.int64)
+    chosen = np.lexsort((ranks, element_index, material_index))
+    keys = material_index[chosen] * len(ELEMENTS) + element_index[chosen]
+    chosen = chosen[np.concatenate([[True], keys[1:] != keys[:-1]])]  # first source of each (material, element)
+    energy_bytes = np.fromiter(map(len, energies), dtype=np.int64, count=len(energies))[chosen]
+    mu_bytes = np.fromiter(map(len, mu), dtype=np.int64, count=len(mu))[chosen]
+    if np.any(energy_bytes != mu_bytes) or np.any(energy_bytes % DTYPE.itemsize):
+        return None
+    lengths = np.unique(energy_bytes).tolist()
+    blocks_e, blocks_mu, picks = [], [], []
+    for nbytes in lengths:
+        pick = chosen if len(lengths) == 1 else chosen[energy_bytes == nbytes]
+        blocks_e.append(_decode([energies[i] for i in pick.tolist()], nbytes))
+        blocks_mu.append(_decode([mu[i] for i in pick.tolist()], nbytes))
+        picks.append(pick)
+    pick = np.concatenate(picks)
+    return material_index[pick], element_index[pick], blocks_e, blocks_mu
+
+
+def _decode(values: list, nbytes: int) -> np.ndarray:
+    """(len(values), nbytes / 4) float32 array from equal-length little-endian buffers."""
+    return np.frombuffer(b"".join(values), dtype=DTYPE).reshape(len(values), nbytes // DTYPE.itemsize)
 
 
 def _chunks(values: list, size: int):

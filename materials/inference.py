@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import logging
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -13,7 +15,7 @@ import numpy as np
 from django.db import connection, transaction
 from django.utils import timezone
 
-from materials.arrays import MaterialRecords, load_records
+from materials.arrays import MaterialRecords, SpectraArrays, load_records, load_spectra_arrays
 from materials.artifacts import ModelBundle, read_bundle
 from materials.models import TOPOLOGICAL, TRIVIAL, ElementMetric, Material, ModelVersion, Prediction
 from materials.training import SPECTRAL_KINDS, transform_records
@@ -21,6 +23,8 @@ from materials.training import SPECTRAL_KINDS, transform_records
 logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 10_000
+#: Spectral model kinds whose network also reads element fractions (parsed from formulas).
+COMPOSITION_KINDS = {"cnn-sg-composition"}
 
 
 @lru_cache(maxsize=4)
@@ -57,13 +61,69 @@ def unpredicted_ids(version: ModelVersion) -> list[int]:
     return list(classifiable_materials(version).exclude(pk__in=done).order_by("id").values_list("id", flat=True))
 
 
-def classify_ids(version: ModelVersion, material_ids: list[int]) -> int:
-    """Predict and store the given materials; returns how many rows were written."""
+def classify_ids(version: ModelVersion, material_ids: list[int], timings: dict[str, float] | None = None) -> int:
+    """Predict and store the given materials; returns how many rows were written.
+
+    Spectral models read the spectra straight into arrays and resample them in one
+    vectorized pass per element (``load_spectra_arrays`` → ``transform_arrays``): the
+    same inputs, hence the same probabilities, as ``load_records`` → ``transform``,
+    an order of magnitude faster at screening scale. Anything the array path does not
+    take (see ``load_spectra_arrays``) goes through the record path.
+
+    ``timings``, if given, accumulates wall seconds per stage: ``read``,
+    ``preprocess``, ``infer`` and ``write``.
+    """
     if not material_ids:
         return 0
-    records = load_records(material_ids, with_spectra=version.kind in SPECTRAL_KINDS)
-    probabilities = predict_records(version, records)
-    return write_predictions(version, records.material_ids, probabilities)
+    clock = _StageClock(timings)
+    if version.kind in SPECTRAL_KINDS:
+        with clock("read"):
+            bundle = load_bundle(version)
+            arrays = None
+            if bundle.preprocessor is not None:
+                arrays = load_spectra_arrays(material_ids, with_compositions=version.kind in COMPOSITION_KINDS)
+        if arrays is not None:
+            with clock("preprocess"):
+                inputs = transform_arrays(bundle.preprocessor, arrays)
+            with clock("infer"):
+                probabilities = np.asarray(bundle.model.predict_proba(inputs), dtype=np.float64)
+            with clock("write"):
+                return write_predictions(version, arrays.material_ids, probabilities)
+    with clock("read"):
+        records = load_records(material_ids, with_spectra=version.kind in SPECTRAL_KINDS)
+    with clock("preprocess"):
+        bundle = load_bundle(version)
+        inputs = transform_records(bundle.preprocessor, records)
+    with clock("infer"):
+        probabilities = np.asarray(bundle.model.predict_proba(inputs), dtype=np.float64)
+    with clock("write"):
+        return write_predictions(version, records.material_ids, probabilities)
+
+
+def transform_arrays(preprocessor, arrays: SpectraArrays):
+    """Model inputs of ``arrays`` (the array twin of ``training.transform_records``)."""
+    return preprocessor.transform_arrays(
+        arrays.material_index,
+        arrays.element_index,
+        arrays.energies_ev,
+        arrays.mu,
+        arrays.space_groups,
+        arrays.compositions,
+    )
+
+
+class _StageClock:
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+
+    @contextmanager
+    def __call__(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.timings is not None:
+                self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - started
 
 
 def write_predictions(version: ModelVersion, material_ids: np.ndarray, probabilities: np.ndarray) -> int:

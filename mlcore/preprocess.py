@@ -44,7 +44,7 @@ MIN_POINTS = 10
 
 # Spectra per step of the batch path: (rows x n_points) float64 temporaries of a few
 # tens of MB, large enough that NumPy's per-call overhead does not matter.
-BATCH_ROWS = 8192
+BATCH_ROWS = 512
 
 # A spectrum must touch the region where the element's K edge can plausibly be:
 # tabulated edge +-1 % plus an absolute margin. FEFF places K edges from about 20 eV
@@ -257,23 +257,32 @@ class SpectrumPreprocessor:
             raise ValueError("material_index refers to a material outside 0..len(space_groups)-1")
         out = np.empty((n_spectra, self.n_points), dtype=np.float32)
         failures: list[tuple[int, str, np.ndarray, np.ndarray]] = []
+        workspace: dict = {}  # reusable buffers, per (spectrum length, grid length)
         offset = 0
         for energies_block, mu_block in zip(energy_blocks, mu_blocks, strict=True):
             size = energies_block.shape[0]
-            block_rows = slice(offset, offset + size)
             if mu_block.shape[0] != size:
                 raise ValueError("energies_ev and mu need one row per spectrum, in blocks of the same sizes")
-            elements = element_index[block_rows]
-            for code in np.unique(elements).tolist():
-                local = np.flatnonzero(elements == code)
-                materials = material_index[block_rows][local]
+            elements = element_index[offset : offset + size]
+            materials = material_index[offset : offset + size]
+            by_element = np.argsort(elements, kind="stable")
+            cuts = np.flatnonzero(np.diff(elements[by_element])) + 1
+            for rows in np.split(by_element, cuts) if size else []:
+                code = int(elements[rows[0]])
                 if not 0 <= code < N_ELEMENTS:
-                    raise ValueError(f"material {materials[0]}: element index {code} is outside the vocabulary")
-                bad = self._resample_block(ELEMENTS[code], energies_block, mu_block, local, shift_ev, out, offset)
+                    raise ValueError(f"material {materials[rows[0]]}: element index {code} is outside the vocabulary")
+                if rows[-1] - rows[0] + 1 == rows.size:  # one element's rows are adjacent: views, no copies
+                    span = slice(int(rows[0]), int(rows[-1]) + 1)
+                    x, y, target = energies_block[span], mu_block[span], out[offset + span.start : offset + span.stop]
+                else:
+                    x, y = np.take(energies_block, rows, axis=0), np.take(mu_block, rows, axis=0)
+                    target = np.empty((rows.size, self.n_points), dtype=np.float32)
+                bad = self._resample_block(ELEMENTS[code], x, y, shift_ev, target, workspace)
+                if target.base is not out:
+                    out[offset + rows] = target
                 if bad.size:
-                    first = int(np.argmin(materials[bad]))
-                    row = local[bad[first]]
-                    failures.append((int(materials[bad][first]), ELEMENTS[code], energies_block[row], mu_block[row]))
+                    first = bad[np.argmin(materials[rows[bad]])]
+                    failures.append((int(materials[rows[first]]), ELEMENTS[code], x[first], y[first]))
             offset += size
         if failures:
             row, element, energies, values = min(failures, key=lambda failure: failure[:2])
@@ -365,58 +374,38 @@ class SpectrumPreprocessor:
         return ((values - center) / scale).astype(np.float32)
 
     def _resample_block(
-        self,
-        element: str,
-        energies_ev: np.ndarray,
-        mu: np.ndarray,
-        rows: np.ndarray,
-        shift_ev: float,
-        out: np.ndarray,
-        offset: int,
+        self, element: str, energies_ev: np.ndarray, mu: np.ndarray, shift_ev: float, out: np.ndarray, workspace: dict
     ) -> np.ndarray:
-        """Validate and resample ``rows`` of one block, all spectra of ``element``, into
-        ``out[offset + rows]``; returns the positions in ``rows`` of spectra that
-        ``transform`` would reject (their output rows are left unspecified)."""
-        n_points = energies_ev.shape[1] if energies_ev.ndim == 2 else 0
-        if energies_ev.ndim != 2 or mu.shape != energies_ev.shape or n_points < MIN_POINTS:
-            return np.arange(rows.size)
+        """Validate and resample spectra of ``element`` (rows of ``energies_ev`` / ``mu``)
+        into the rows of ``out``; returns the rows ``transform`` would reject (their
+        output is left unspecified)."""
+        n_rows, n_points = energies_ev.shape
+        if mu.shape != energies_ev.shape or n_points < MIN_POINTS:
+            return np.arange(n_rows)
         try:
             check_absorbing_element(element)
         except ValueError:
-            return np.arange(rows.size)
+            return np.arange(n_rows)
         grid_ev = self._grid(element)
-        start_ev, end_ev = grid_ev[0], grid_ev[-1]
-        low_ev, high_ev = k_edge_region_ev(element)
         center, scale = self._standardization(element)
-        check_coverage = element in self.windows_ev_
+        region_ev = k_edge_region_ev(element)
+        window = (grid_ev[0], grid_ev[-1], self.min_window_coverage) if element in self.windows_ev_ else None
+        interpolator = workspace.get((n_points, grid_ev.shape[0]))
+        if interpolator is None or interpolator.max_rows < min(BATCH_ROWS, n_rows):
+            interpolator = workspace[n_points, grid_ev.shape[0]] = _RowInterpolator(
+                n_points, grid_ev.shape[0], min(BATCH_ROWS, n_rows)
+            )
         bad_parts = []
-        for start in range(0, rows.size, BATCH_ROWS):
-            chunk = rows[start : start + BATCH_ROWS]
-            x = energies_ev[chunk].astype(np.float64)
-            y = mu[chunk].astype(np.float64)
-            # validate_spectrum's checks, row-wise
-            steps = np.diff(x, axis=1)
-            bad = ~np.isfinite(x).all(axis=1) | ~np.isfinite(y).all(axis=1) | ~(steps > 0).all(axis=1)
-            bad |= (x[:, -1] < low_ev) | (x[:, 0] > high_ev)
-            if shift_ev:
-                x += shift_ev
-                steps = np.diff(x, axis=1)
-            if check_coverage:
-                overlap_ev = np.minimum(end_ev, x[:, -1]) - np.maximum(start_ev, x[:, 0])
-                if end_ev > start_ev:
-                    bad |= np.maximum(overlap_ev, 0.0) / (end_ev - start_ev) < self.min_window_coverage
+        for start in range(0, n_rows, BATCH_ROWS):
+            stop = min(start + BATCH_ROWS, n_rows)
+            values, bad = interpolator.run(
+                grid_ev, energies_ev[start:stop], mu[start:stop], region_ev, shift_ev, window
+            )
             if bad.any():
                 bad_parts.append(start + np.flatnonzero(bad))
-            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-                values = _interp_rows(grid_ev, x, y, steps)
-            # numpy.interp's answers where the slope formula breaks down (an infinite
-            # slope between two almost equal energies); bad rows are reported instead.
-            broken = ~np.isfinite(values).all(axis=1) & ~bad
-            for row in np.flatnonzero(broken).tolist():
-                values[row] = np.interp(grid_ev, x[row], y[row])
             values -= center
             values /= scale
-            out[offset + chunk] = values
+            out[start:stop] = values
         return np.concatenate(bad_parts) if bad_parts else np.zeros(0, dtype=np.int64)
 
     @staticmethod
@@ -477,38 +466,136 @@ class SpectrumPreprocessor:
 
 
 def _blocks(values) -> list[np.ndarray]:
-    if isinstance(values, np.ndarray):
-        return [values if values.ndim == 2 else values.reshape(-1, values.shape[-1] if values.ndim else 0)]
-    return [np.asarray(block) for block in values]
+    blocks = [values] if isinstance(values, np.ndarray) else [np.asarray(block) for block in values]
+    if any(block.ndim != 2 for block in blocks):
+        raise ValueError("energies_ev and mu must be (spectra, points) arrays or sequences of them")
+    return blocks
 
 
-def _interp_rows(grid: np.ndarray, x: np.ndarray, y: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """``numpy.interp(grid, x[i], y[i])`` for every row i at once (float64, same arithmetic).
+class _RowInterpolator:
+    """``numpy.interp(grid, x[i], y[i])`` for many rows i at once, with numpy.interp's
+    float64 arithmetic (same results to the last bit), plus validate_spectrum's checks.
 
-    ``x`` rows must be increasing. Instead of one binary search per (row, grid point),
-    every energy is located on the (shared, sorted) grid; counting energies per grid
-    cell and accumulating gives, for each grid point g, the number of a row's energies
-    <= grid[g], which is the interval ``numpy.interp`` evaluates.
+    Each row's energies are first located on the grid (``cells``: grid points strictly
+    below each energy; the grid is a linspace, so this is arithmetic plus an exact
+    correction, not a binary search). Grid points between two consecutive energies all
+    use the same interval, so repeating each interval's flat index by its number of grid
+    points gives, in one ``numpy.repeat``, the interval of every (row, grid point).
+    Rows are padded with a zero-slope interval on each side, which reproduces
+    numpy.interp's constant extension outside the energies (and its answer ``y[-1]``
+    at the last energy).
+
+    Rows are laid out (m, n + 1) contiguously so that every step is one pass over a
+    flat array, and the buffers are allocated once and reused, small enough (a few
+    hundred rows) to stay in cache.
     """
-    m, n = x.shape
-    n_grid = grid.shape[0]
-    # cells[i, j]: grid points strictly below x[i, j]; x[i, j] <= grid[g] <=> cells[i, j] <= g
-    cells = np.searchsorted(grid, x.ravel(), side="left").reshape(m, n)
-    cells += (np.arange(m, dtype=np.intp) * (n_grid + 1))[:, None]
-    counts = np.bincount(cells.ravel(), minlength=m * (n_grid + 1)).reshape(m, n_grid + 1)
-    at_or_below = np.cumsum(counts[:, :n_grid], axis=1)  # (m, n_grid): energies <= grid[g]
-    interval = np.clip(at_or_below - 1, 0, n - 2)
-    interval += (np.arange(m, dtype=np.intp) * n)[:, None]
-    slopes = np.empty((m, n), dtype=np.float64)  # row-padded so one flat index serves x, y and slopes
-    np.subtract(y[:, 1:], y[:, :-1], out=slopes[:, :-1])
-    slopes[:, :-1] /= steps
-    slopes[:, -1] = 0.0
-    flat = interval.ravel()
-    values = np.take(slopes.ravel(), flat).reshape(m, n_grid)
-    values *= grid - np.take(x.ravel(), flat).reshape(m, n_grid)
-    values += np.take(y.ravel(), flat).reshape(m, n_grid)
-    # Outside a row's energies numpy.interp repeats the end values; at its last energy
-    # it returns the last value.
-    np.copyto(values, y[:, :1], where=at_or_below == 0)
-    np.copyto(values, y[:, -1:], where=at_or_below == n)
-    return values
+
+    def __init__(self, n_points: int, n_grid: int, max_rows: int) -> None:
+        n, width = n_points, n_points + 1
+        self.n, self.n_grid, self.max_rows = n, n_grid, max_rows
+        self.x = np.empty((max_rows, width))  # [x0, x0, x1, ..., x_{n-1}]
+        self.y = np.empty((max_rows, width))  # [y0, y0, y1, ..., y_{n-1}]
+        self.slopes = np.empty((max_rows, width))  # [0, s_0, ..., s_{n-2}, 0]
+        self.work = np.empty(max_rows * width)
+        self.flags = np.empty(max_rows * width, dtype=bool)
+        self.cells = np.empty(max_rows * width, dtype=np.intp)
+        self.row_offsets = (np.arange(max_rows, dtype=np.intp) * n_grid)[:, None]
+        self.flat = np.empty(max_rows * n_grid, dtype=np.intp)
+        self.values = np.empty((max_rows, n_grid))
+        self.gathered = np.empty((max_rows, n_grid))
+
+    def run(
+        self,
+        grid: np.ndarray,
+        energies: np.ndarray,
+        mu: np.ndarray,
+        region_ev: tuple[float, float],
+        shift_ev: float,
+        window: tuple[float, float, float] | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(values: (m, n_grid) view of a reused buffer, rejected: (m,) bool)."""
+        m, n, width = energies.shape[0], self.n, self.n + 1
+        size = m * width
+        xp, yp, sp = self.x[:m], self.y[:m], self.slopes[:m]
+        xf, yf, sf = xp.reshape(-1), yp.reshape(-1), sp.reshape(-1)
+        work = self.work[:size]
+        xp[:, 1:] = energies
+        yp[:, 1:] = mu
+        xp[:, 0] = xp[:, 1]
+        yp[:, 0] = yp[:, 1]
+        # validate_spectrum, row-wise: finite values (a float64 row sum of finite values
+        # overflows only for absurd magnitudes; suspects are checked exactly below) ...
+        bad = ~np.isfinite(xp.sum(axis=1))
+        bad |= ~np.isfinite(yp.sum(axis=1))
+        if bad.any():
+            bad = ~np.isfinite(xp).all(axis=1) | ~np.isfinite(yp).all(axis=1)
+        # ... strictly increasing energies (sf[r, k] = x[r, k + 1] - x[r, k]) ...
+        np.subtract(xf[1:], xf[:-1], out=sf[:-1])
+        bad |= ~(sp[:, 1:n].min(axis=1) > 0.0)
+        # ... and the K-edge region
+        bad |= (xp[:, -1] < region_ev[0]) | (xp[:, 1] > region_ev[1])
+        if shift_ev:
+            xf += shift_ev
+            np.subtract(xf[1:], xf[:-1], out=sf[:-1])
+        if window is not None:  # the fitted window's coverage rule (SpectrumPreprocessor._resample)
+            start_ev, end_ev, min_coverage = window
+            if end_ev > start_ev:
+                overlap_ev = np.minimum(end_ev, xp[:, -1]) - np.maximum(start_ev, xp[:, 1])
+                bad |= np.maximum(overlap_ev, 0.0) / (end_ev - start_ev) < min_coverage
+        if bad.any():  # reported, not used: any finite, ordered energies will do
+            xp[bad] = grid[0]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            np.subtract(yf[1:], yf[:-1], out=work[:-1])
+            np.divide(work[:-1], sf[:-1], out=sf[:-1])
+        sp[:, 0] = 0.0
+        sp[:, n] = 0.0
+        # Interval of (row r, grid point g): its flat index r * width + k into the padded
+        # rows, k = 1 + (energies of the row <= grid[g]). Mark, at output position
+        # r * n_grid + c, each energy with c grid points below it and each row's padding
+        # column (c = 0); the running count of marks is then that index, plus one.
+        cells = self._cells(grid, xf, size).reshape(m, width)
+        cells[:, 0] = 0
+        cells += self.row_offsets[:m]
+        marks = np.bincount(cells.reshape(-1), minlength=m * self.n_grid + 1)[: m * self.n_grid]
+        marks[0] -= 1
+        values, gathered = self.values[:m], self.gathered[:m]
+        flat = np.cumsum(marks, out=self.flat[: m * self.n_grid])
+        np.take(sf, flat, out=values.reshape(-1), mode="clip")
+        np.take(xf, flat, out=gathered.reshape(-1), mode="clip")
+        np.subtract(grid, gathered, out=gathered)
+        values *= gathered
+        np.take(yf, flat, out=gathered.reshape(-1), mode="clip")
+        values += gathered
+        if not np.isfinite(values.sum()):
+            # numpy.interp's answers where the slope formula breaks down (an infinite
+            # slope between two almost equal energies); rejected rows are reported instead.
+            for row in np.flatnonzero(~np.isfinite(values).all(axis=1) & ~bad).tolist():
+                values[row] = np.interp(grid, xp[row, 1:], yp[row, 1:])
+        return values, bad
+
+    def _cells(self, grid: np.ndarray, x: np.ndarray, size: int) -> np.ndarray:
+        """(size,) grid points strictly below each of the ``size`` energies ``x``."""
+        n_grid = grid.shape[0]
+        cells = inner = self.cells[:size]
+        uniform_step = (grid[-1] - grid[0]) / (n_grid - 1) if n_grid > 1 else 0.0
+        if uniform_step > 0:
+            # The grid is a linspace: estimate arithmetically, then correct the rounding
+            # (at most one cell either way) with exact comparisons, and check.
+            padded = np.concatenate([[-np.inf], grid, [np.inf]])  # padded[c], padded[c + 1] bracket cell c
+            work, flags = self.work[:size], self.flags[:size]
+            np.subtract(x, grid[0], out=work)
+            work /= uniform_step
+            np.ceil(work, out=work)
+            np.clip(work, 0, n_grid, out=work)
+            np.copyto(inner, work, casting="unsafe")
+            np.take(padded, inner, out=work, mode="clip")  # grid[cell - 1]
+            inner -= np.greater_equal(work, x, out=flags)
+            np.take(padded[1:], inner, out=work, mode="clip")  # grid[cell]
+            inner += np.less(work, x, out=flags)
+            np.take(padded, inner, out=work, mode="clip")
+            exact = np.less(work, x, out=flags).all()
+            np.take(padded[1:], inner, out=work, mode="clip")
+            if exact and np.greater_equal(work, x, out=flags).all():
+                return cells
+        inner[...] = np.searchsorted(grid, x, side="left")
+        return cells

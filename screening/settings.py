@@ -159,9 +159,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # without it loses every queued task. tests/test_faults.py exercises all of this.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "7200"))}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# On a lost broker connection, cancel running tasks (they are re-delivered and are
-# safe to re-run) rather than finish work whose acknowledgement can no longer be sent.
-CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# On a lost broker connection a running task carries on and finishes: its message
+# stays unacknowledged and, if redelivered, finds its row done and changes nothing.
+# Cancelling instead would leave the work waiting for the visibility timeout.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # One task module per queue; GPU workers consume only "train".
 CELERY_TASK_ROUTES = {

@@ -1,0 +1,59 @@
+"""Scratch PostgreSQL databases for the benchmarks that need one (bench_web, bench_api,
+bench_screening): each creates its own database on the configured server, migrates it,
+fills it with COPY and drops it afterwards.
+
+The server is the one ``DATABASE_URL`` names (its database name is replaced), or the
+local server at 127.0.0.1:5432 (user postgres).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def server_urls(database: str, bench: str) -> tuple[str, str]:
+    """(maintenance database URL, scratch database URL) on the configured server."""
+    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    parts = urlsplit(base)
+    if not parts.scheme.startswith("postgres"):
+        sys.exit(f"{bench} needs PostgreSQL; DATABASE_URL is {base!r}")
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    return admin, urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def recreate_database(admin_url: str, database: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        connection.execute(f"CREATE DATABASE {database}")
+
+
+def drop_database(admin_url: str, database: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+def catalogue_compositions() -> list[tuple[list[str], int]]:
+    """(sorted element symbols, space group) of every real Materiae entry."""
+    rows = []
+    with open(REPO / "data" / "labels" / "materiae_labels.csv") as handle:
+        for row in csv.DictReader(handle):
+            elements = sorted(set(re.findall(r"[A-Z][a-z]?", row["formula"])))
+            if elements and row["spacegroup"].isdigit():
+                rows.append((elements, int(row["spacegroup"])))
+    return rows
+
+
+def copy_rows(cursor, table: str, columns: list[str], rows) -> None:
+    """COPY ``rows`` (tuples in ``columns`` order) into ``table`` with a psycopg cursor."""
+    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
