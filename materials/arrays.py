@@ -188,7 +188,7 @@ def load_spectra_arrays(
     space_groups = np.zeros(n_materials, dtype=np.int64)
     found = np.zeros(n_materials, dtype=bool)
     formulas: list[str] = [""] * n_materials
-    spectrum_rows = []
+    parts: list[_Rows] = []
     with connection.cursor() as cursor:
         for chunk in _chunks(sorted_ids.tolist(), ARRAY_CHUNK):
             where, params = _id_filter("id", chunk)
@@ -202,7 +202,10 @@ def load_spectra_arrays(
                 if with_compositions:
                     for position, formula in zip(positions.tolist(), chunk_formulas, strict=True):
                         formulas[position] = formula
-            spectrum_rows.extend(_spectrum_rows(cursor, chunk, sources))
+            chunk_parts = _fetch_spectra(cursor, chunk, sources)
+            if chunk_parts is None or any(np.any(part.element_index < 0) for part in chunk_parts):
+                return None  # see above; an unknown element symbol is reported by the record path
+            parts.extend(chunk_parts)
     if not found.all():
         raise KeyError(int(ids[np.flatnonzero(~found)[0]]))
     compositions = None
@@ -213,10 +216,7 @@ def load_spectra_arrays(
         compositions = composition_matrix(
             [parsed.get(f) or parsed.setdefault(f, parse_formula(f).fractions) for f in formulas]
         )
-    arrays = _spectra_blocks(spectrum_rows, sorted_ids, order, sources)
-    if arrays is None:
-        return None
-    material_index, element_index, energies, mu = arrays
+    material_index, element_index, energies, mu = _assemble(parts, sorted_ids, order)
     return SpectraArrays(
         material_ids=ids,
         space_groups=space_groups,
@@ -228,57 +228,115 @@ def load_spectra_arrays(
     )
 
 
+@dataclass
+class _Rows:
+    """Spectrum rows of one length as read: material ids, element codes (index into
+    ELEMENTS), source ranks (position in ``sources``) and (rows, L) float32 arrays."""
+
+    material_ids: np.ndarray
+    element_index: np.ndarray
+    ranks: np.ndarray
+    energies_ev: np.ndarray
+    mu: np.ndarray
+
+
 def _id_filter(column: str, ids: list[int]) -> tuple[str, list]:
     if connection.vendor == "postgresql":
         return f"{column} = ANY(%s)", [ids]
     return f"{column} IN ({', '.join(['%s'] * len(ids))})", list(ids)
 
 
-def _spectrum_rows(cursor, ids: list[int], sources: Sequence[str]) -> list[tuple]:
-    """(material_id, element, source, energies bytes, mu bytes) of the materials' K-edge
-    spectra from ``sources``."""
+def _fetch_spectra(cursor, ids: list[int], sources: Sequence[str]) -> list[_Rows] | None:
+    """The materials' K-edge spectra from ``sources``, grouped by length; None if a
+    spectrum cannot be an array row.
+
+    On PostgreSQL the rows come in binary format (``bytea`` as raw bytes rather than hex
+    text, half the volume and no encoding or decoding), which needs a cursor with
+    server-side parameters on the same connection (Django's binds client-side).
+    """
     where, params = _id_filter("material_id", ids)
     placeholders = ", ".join(["%s"] * len(sources))
-    cursor.execute(
+    query = (
         f"SELECT material_id, element, source, energies_ev, mu FROM {Spectrum._meta.db_table} "
-        f"WHERE {where} AND edge = 'K' AND source IN ({placeholders})",
-        [*params, *sources],
+        f"WHERE {where} AND edge = 'K' AND source IN ({placeholders})"
     )
-    return cursor.fetchall()
+    if connection.vendor == "postgresql":
+        import psycopg
 
-
-def _spectra_blocks(rows: list[tuple], sorted_ids: np.ndarray, order: np.ndarray, sources: Sequence[str]):
-    """Material rows, element codes and float32 blocks of the chosen spectra, sorted by
-    (material row, element); None if a spectrum cannot be an array row."""
+        with psycopg.Cursor(cursor.connection) as binary:
+            binary.execute(query, [*params, *sources], binary=True)
+            rows = binary.fetchall()
+    else:
+        cursor.execute(query, [*params, *sources])
+        rows = cursor.fetchall()
     if not rows:
+        return []
+    material_ids, elements, row_sources, energies, mu = zip(*rows, strict=True)
+    del rows
+    energy_bytes = np.fromiter(map(len, energies), dtype=np.int64, count=len(energies))
+    mu_bytes = np.fromiter(map(len, mu), dtype=np.int64, count=len(mu))
+    if np.any(energy_bytes != mu_bytes) or np.any(energy_bytes % DTYPE.itemsize):
+        return None
+    rank = {source: position for position, source in enumerate(sources)}
+    material_ids = np.asarray(material_ids, dtype=np.int64)
+    element_index = np.array([_ELEMENT_CODES.get(symbol, -1) for symbol in elements], dtype=np.int64)
+    ranks = np.array([rank[source] for source in row_sources], dtype=np.int64)
+    lengths = np.unique(energy_bytes).tolist()
+    parts = []
+    for nbytes in lengths:
+        if len(lengths) == 1:
+            pick, energies_of, mu_of = slice(None), energies, mu
+        else:
+            pick = np.flatnonzero(energy_bytes == nbytes)
+            energies_of, mu_of = [energies[i] for i in pick.tolist()], [mu[i] for i in pick.tolist()]
+        parts.append(
+            _Rows(
+                material_ids=material_ids[pick],
+                element_index=element_index[pick],
+                ranks=ranks[pick],
+                energies_ev=_decode(energies_of, nbytes),
+                mu=_decode(mu_of, nbytes),
+            )
+        )
+    return parts
+
+
+def _assemble(parts: list[_Rows], sorted_ids: np.ndarray, order: np.ndarray):
+    """Material rows, element codes and float32 blocks (one per length) of the chosen
+    spectra: per (material, element) the first source, sorted by (material, element)."""
+    if not parts:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty.copy(), [], []
-    material_ids, elements, row_sources, energies, mu = zip(*rows, strict=True)
-    material_index = order[np.searchsorted(sorted_ids, np.asarray(material_ids, dtype=np.int64))]
-    element_index = np.array([_ELEMENT_CODES.get(symbol, -1) for symbol in elements], dtype=np.int64)
-    if np.any(element_index < 0):
-        return None  # not an element symbol: the record path raises the precise error
-    rank = {source: position for position, source in enumerate(sources)}
-    ranks = np.array([rank[source] for source in row_sources], dtype=np.int64)
+    part = np.concatenate([np.full(len(p.material_ids), i) for i, p in enumerate(parts)])
+    local = np.concatenate([np.arange(len(p.material_ids)) for p in parts])
+    material_ids = np.concatenate([p.material_ids for p in parts])
+    element_index = np.concatenate([p.element_index for p in parts])
+    ranks = np.concatenate([p.ranks for p in parts])
+    material_index = order[np.searchsorted(sorted_ids, material_ids)]
     chosen = np.lexsort((ranks, element_index, material_index))
     keys = material_index[chosen] * len(ELEMENTS) + element_index[chosen]
     chosen = chosen[np.concatenate([[True], keys[1:] != keys[:-1]])]  # first source of each (material, element)
-    energy_bytes = np.fromiter(map(len, energies), dtype=np.int64, count=len(energies))[chosen]
-    mu_bytes = np.fromiter(map(len, mu), dtype=np.int64, count=len(mu))[chosen]
-    if np.any(energy_bytes != mu_bytes) or np.any(energy_bytes % DTYPE.itemsize):
-        return None
-    lengths = np.unique(energy_bytes).tolist()
+    lengths = np.array([p.energies_ev.shape[1] for p in parts])[part[chosen]]
     blocks_e, blocks_mu, picks = [], [], []
-    for nbytes in lengths:
-        pick = chosen if len(lengths) == 1 else chosen[energy_bytes == nbytes]
-        blocks_e.append(_decode([energies[i] for i in pick.tolist()], nbytes))
-        blocks_mu.append(_decode([mu[i] for i in pick.tolist()], nbytes))
+    for length in np.unique(lengths).tolist():
+        pick = chosen if np.all(lengths == length) else chosen[lengths == length]
+        same = [i for i, p in enumerate(parts) if p.energies_ev.shape[1] == length]
+        if len(same) == 1:
+            rows = local[pick]
+            energies, mu = parts[same[0]].energies_ev, parts[same[0]].mu
+        else:  # several chunks of this length: stack them, then pick
+            starts = {i: offset for i, offset in zip(same, np.cumsum([0] + [len(parts[i].mu) for i in same]))}
+            rows = local[pick] + np.array([starts[i] for i in part[pick].tolist()], dtype=np.int64)
+            energies = np.concatenate([parts[i].energies_ev for i in same])
+            mu = np.concatenate([parts[i].mu for i in same])
+        blocks_e.append(np.take(energies, rows, axis=0))
+        blocks_mu.append(np.take(mu, rows, axis=0))
         picks.append(pick)
     pick = np.concatenate(picks)
     return material_index[pick], element_index[pick], blocks_e, blocks_mu
 
 
-def _decode(values: list, nbytes: int) -> np.ndarray:
+def _decode(values: Sequence[bytes], nbytes: int) -> np.ndarray:
     """(len(values), nbytes / 4) float32 array from equal-length little-endian buffers."""
     return np.frombuffer(b"".join(values), dtype=DTYPE).reshape(len(values), nbytes // DTYPE.itemsize)
 
