@@ -31,7 +31,6 @@ or the local server at 127.0.0.1:5432 (user postgres). Load stays on 127.0.0.1.
 from __future__ import annotations
 
 import argparse
-import csv
 import http.client
 import json
 import os
@@ -43,12 +42,21 @@ import sys
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 import psycopg
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch_db import (  # noqa: E402
+    REPO,
+    catalogue_compositions,
+    copy_rows,
+    drop_database,
+    recreate_database,
+    server_urls,
+)
+
 DATABASE = "screening_bench_api"
 SYNTHETIC = "SYNTHETIC benchmark data (bench/bench_api.py), not real materials"
 LIST_PATH = "/api/predictions/"
@@ -58,43 +66,6 @@ FILTERED_PATHS = [
     "/api/predictions/?element=Se&label=unlabelled",
     "/api/predictions/?space_group=225",
 ]
-
-
-def server_urls() -> tuple[str, str]:
-    """(maintenance database URL, scratch database URL) on the configured server."""
-    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    parts = urlsplit(base)
-    if not parts.scheme.startswith("postgres"):
-        sys.exit(f"bench_api needs PostgreSQL; DATABASE_URL is {base!r}")
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    return admin, urlunsplit(parts._replace(path=f"/{DATABASE}"))
-
-
-def recreate_database(admin_url: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        connection.execute(f"CREATE DATABASE {DATABASE}")
-
-
-def drop_database(admin_url: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-
-
-def catalogue_compositions() -> list[tuple[list[str], int]]:
-    rows = []
-    with open(REPO / "data" / "labels" / "materiae_labels.csv") as handle:
-        for row in csv.DictReader(handle):
-            elements = sorted(set(re.findall(r"[A-Z][a-z]?", row["formula"])))
-            if elements and row["spacegroup"].isdigit():
-                rows.append((elements, int(row["spacegroup"])))
-    return rows
-
-
-def copy_rows(cursor, table: str, columns: list[str], rows) -> None:
-    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
 
 
 def fill(n_materials: int, seed: int = 0) -> dict:
@@ -405,8 +376,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help=f"keep the {DATABASE} database afterwards")
     args = parser.parse_args()
 
-    admin_url, bench_url = server_urls()
-    recreate_database(admin_url)
+    admin_url, bench_url = server_urls(DATABASE, "bench_api")
+    recreate_database(admin_url, DATABASE)
     os.environ["DATABASE_URL"] = bench_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "screening.settings")
     os.environ["DEBUG"] = "false"
@@ -444,7 +415,7 @@ def main() -> int:
         if server is not None:
             stop(server)
         if not args.keep:
-            drop_database(admin_url)
+            drop_database(admin_url, DATABASE)
 
     print(f"api_predictions_rows: {args.materials} predictions")
     print(f"api_predictions_copy_rows_per_second: {args.materials / filled['predictions_s']:.0f} rows/s")

@@ -24,21 +24,26 @@ or the local server at 127.0.0.1:5432 (user postgres).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import re
 import statistics
 import sys
 import time
 import warnings
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-import psycopg
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch_db import (  # noqa: E402
+    REPO,
+    catalogue_compositions,
+    copy_rows,
+    drop_database,
+    recreate_database,
+    server_urls,
+)
+
 DATABASE = "screening_bench_web"
 SYNTHETIC = "SYNTHETIC benchmark data (bench/bench_web.py), not real materials"
 CASES = {
@@ -51,44 +56,6 @@ CASES = {
     "space_group_225": {"space_group": "225"},
     "include_Te_exclude_O_topological": {"include": "Te", "exclude": "O", "label": "topological"},
 }
-
-
-def server_urls() -> tuple[str, str]:
-    """(maintenance database URL, scratch database URL) on the configured server."""
-    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    parts = urlsplit(base)
-    if not parts.scheme.startswith("postgres"):
-        sys.exit(f"bench_web needs PostgreSQL; DATABASE_URL is {base!r}")
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    return admin, urlunsplit(parts._replace(path=f"/{DATABASE}"))
-
-
-def recreate_database(admin_url: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        connection.execute(f"CREATE DATABASE {DATABASE}")
-
-
-def drop_database(admin_url: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-
-
-def catalogue_compositions() -> list[tuple[list[str], int]]:
-    """(sorted element symbols, space group) of every real Materiae entry."""
-    rows = []
-    with open(REPO / "data" / "labels" / "materiae_labels.csv") as handle:
-        for row in csv.DictReader(handle):
-            elements = sorted(set(re.findall(r"[A-Z][a-z]?", row["formula"])))
-            if elements and row["spacegroup"].isdigit():
-                rows.append((elements, int(row["spacegroup"])))
-    return rows
-
-
-def copy_rows(cursor, table: str, columns: list[str], rows) -> None:
-    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
 
 
 def fill(n_materials: int, seed: int = 0) -> dict:
@@ -287,8 +254,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help=f"keep the {DATABASE} database afterwards")
     args = parser.parse_args()
 
-    admin_url, bench_url = server_urls()
-    recreate_database(admin_url)
+    admin_url, bench_url = server_urls(DATABASE, "bench_web")
+    recreate_database(admin_url, DATABASE)
     os.environ["DATABASE_URL"] = bench_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "screening.settings")
     os.environ["DEBUG"] = "false"  # no query log, production-like template rendering
@@ -310,7 +277,7 @@ def main() -> int:
         connections.close_all()
     finally:
         if not args.keep:
-            drop_database(admin_url)
+            drop_database(admin_url, DATABASE)
 
     everything = [t for values in timings.values() for t in values]
     print(f"candidates_materials: {args.materials} materials")

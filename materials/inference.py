@@ -153,7 +153,10 @@ def write_predictions(version: ModelVersion, material_ids: np.ndarray, probabili
                 "FROM prediction_load ON CONFLICT (material_id, model_version_id) DO NOTHING",
                 [version.pk, now],
             )
-            return cursor.rowcount
+            written = cursor.rowcount
+            # Dropped now, not only at commit: a caller's transaction may write again.
+            cursor.execute("DROP TABLE prediction_load")
+            return written
     rows = [
         Prediction(material_id=pk, model_version=version, probability=p, predicted_class=c, created=now)
         for pk, p, c in zip(material_ids.tolist(), probabilities.tolist(), classes.tolist(), strict=True)

@@ -271,14 +271,15 @@ class SpectrumPreprocessor:
                 code = int(elements[rows[0]])
                 if not 0 <= code < N_ELEMENTS:
                     raise ValueError(f"material {materials[rows[0]]}: element index {code} is outside the vocabulary")
-                if rows[-1] - rows[0] + 1 == rows.size:  # one element's rows are adjacent: views, no copies
+                adjacent = rows[-1] - rows[0] + 1 == rows.size
+                if adjacent:  # one element's rows are adjacent: views, no copies
                     span = slice(int(rows[0]), int(rows[-1]) + 1)
                     x, y, target = energies_block[span], mu_block[span], out[offset + span.start : offset + span.stop]
                 else:
                     x, y = np.take(energies_block, rows, axis=0), np.take(mu_block, rows, axis=0)
                     target = np.empty((rows.size, self.n_points), dtype=np.float32)
                 bad = self._resample_block(ELEMENTS[code], x, y, shift_ev, target, workspace)
-                if target.base is not out:
+                if not adjacent:
                     out[offset + rows] = target
                 if bad.size:
                     first = bad[np.argmin(materials[rows[bad]])]
@@ -478,12 +479,12 @@ class _RowInterpolator:
 
     Each row's energies are first located on the grid (``cells``: grid points strictly
     below each energy; the grid is a linspace, so this is arithmetic plus an exact
-    correction, not a binary search). Grid points between two consecutive energies all
-    use the same interval, so repeating each interval's flat index by its number of grid
-    points gives, in one ``numpy.repeat``, the interval of every (row, grid point).
-    Rows are padded with a zero-slope interval on each side, which reproduces
-    numpy.interp's constant extension outside the energies (and its answer ``y[-1]``
-    at the last energy).
+    correction, not a binary search). Counting, per (row, grid point), the energies at
+    or below it (a ``bincount`` of the cells and a running sum) gives the interval
+    numpy.interp evaluates there, directly as a flat index into the padded rows: no
+    binary search per output point. Rows are padded with a zero-slope interval on each
+    side, which reproduces numpy.interp's constant extension outside the energies (and
+    its answer ``y[-1]`` at the last energy).
 
     Rows are laid out (m, n + 1) contiguously so that every step is one pass over a
     flat array, and the buffers are allocated once and reused, small enough (a few
