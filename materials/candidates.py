@@ -3,7 +3,7 @@
 Fast at 300,000 predictions because
 
 * the rows come from ``Prediction`` filtered by model version and ordered by
-  ``-probability``, which is the ``prediction_rank`` index; PostgreSQL walks it and
+  ``-probability``, which leads the ``prediction_rank_id`` index; PostgreSQL walks it and
   stops after one page (the material join is by primary key);
 * the page never counts the matches: it asks for one row more than it shows to know
   whether a next page exists;

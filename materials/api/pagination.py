@@ -67,7 +67,7 @@ class IdCursorPagination(StableCursorPagination):
 
 class PredictionCursorPagination(StableCursorPagination):
     """Predictions, best first: ``(-probability, id)``; served by the
-    ``prediction_rank`` index on (model_version, -probability)."""
+    ``prediction_rank_id`` index on (model_version, -probability, id)."""
 
     ordering = ("-probability", "id")
     position_type = float

@@ -6,7 +6,7 @@ predictions of the production model, best first. Compiling the ORM query cost
 ``bench/bench_api.py``), so the page query is built here from validated filter
 values, with parameters, and on PostgreSQL executed as a prepared statement (planned
 once per connection). It is the same query the ORM would write: the
-``prediction_rank`` index on (model_version, -probability) gives the order, the
+``prediction_rank_id`` index on (model_version, -probability, id) gives the order, the
 material columns come from a join on its primary key, and nothing counts rows.
 
 Filters are validated by ``materials.api.filters.PredictionFilter`` before they get
