@@ -23,6 +23,8 @@ from materials.models import Material, Spectrum
 
 DEFAULT_DATA_DIR = settings.BASE_DIR / "data"
 FEFF_HEAD_START_RELEASE = "bundled FEFF10 head start (feff10-rs 0.2.4, preset fast)"
+#: ``spectra_extra.jsonl``: computed for this project by ``bench/extend_bundled.py``, same settings.
+FEFF_EXTENSION_RELEASE = "bundled FEFF10 extension (feff10-rs 0.2.4, preset fast, bench/extend_bundled.py)"
 MATERIAE_RELEASE = "Materiae (Zhang et al. 2019), junbozhu copy"
 ARSENAL_RELEASE = "Topological Materials Arsenal (Tang et al. 2019), topogivity copy"
 
@@ -123,7 +125,7 @@ def read_head_start(path: Path) -> tuple[list[SpectrumRow], dict[int, dict]]:
                 energies_ev=record["energies_ev"],
                 mu=record["mu"],
                 source=Spectrum.Source.FEFF,
-                release=FEFF_HEAD_START_RELEASE,
+                release=FEFF_HEAD_START_RELEASE if path.name == "spectra.jsonl" else FEFF_EXTENSION_RELEASE,
                 settings={
                     "preset": "fast",
                     "feff": record.get("feff", ""),
@@ -134,6 +136,7 @@ def read_head_start(path: Path) -> tuple[list[SpectrumRow], dict[int, dict]]:
                     "n_sites": record.get("n_sites"),
                     "site_averaged": False,
                     "seconds": record.get("seconds"),
+                    "library_versions": record.get("library_versions", {}),
                 },
             )
         )

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from django.core.management import CommandError, call_command
 
@@ -97,3 +99,25 @@ def test_a_malformed_file_names_file_and_line_and_loads_nothing(
 def test_it_rejects_a_missing_data_folder(tmp_path):
     with pytest.raises(CommandError, match="no such folder"):
         call_command("load_bundled", "--data-dir", str(tmp_path / "nope"), "--no-progress")
+
+
+@pytest.mark.django_db
+def test_extension_spectra_carry_their_own_release_and_library_versions(data_subset):
+    from materials.bundled import FEFF_EXTENSION_RELEASE, FEFF_HEAD_START_RELEASE
+    from tests.conftest import DATA
+
+    head_start = (data_subset / "spectra" / "spectra.jsonl").read_text().splitlines()
+    # The first line of the real extension file, and its compound's Materiae row.
+    extra = (DATA / "spectra" / "spectra_extra.jsonl").read_text().splitlines()[0]
+    (data_subset / "spectra" / "spectra_extra.jsonl").write_text(extra + "\n")
+    materiae_id = json.loads(extra)["materiae_id"]
+    catalogue = (DATA / "labels" / "materiae_labels.csv").read_text().splitlines()
+    row = next(line for line in catalogue if line.startswith(materiae_id + ","))
+    with open(data_subset / "labels" / "materiae_labels.csv", "a") as handle:
+        handle.write(row + "\n")
+    call_command("load_bundled", "--data-dir", str(data_subset), "--no-progress")
+    feff = Spectrum.objects.filter(source="feff")
+    assert feff.filter(source_release=FEFF_HEAD_START_RELEASE).count() >= len(head_start)
+    added = feff.get(source_release=FEFF_EXTENSION_RELEASE)
+    assert added.settings["library_versions"]["feff10-rs"] == "0.2.4"
+    assert added.settings["preset"] == "fast"
