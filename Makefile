@@ -26,7 +26,7 @@ browser:
 
 demo: install  ## migrate, load the bundled data, train, screen, and serve on http://$(HOST):$(PORT)/
 	$(MANAGE) migrate --noinput
-	$(MANAGE) demo
+	$(MANAGE) demo --url http://$(HOST):$(PORT)/
 	$(MANAGE) runserver $(HOST):$(PORT) --noreload
 
 serve: install

@@ -81,7 +81,8 @@ def test_classify_ids_stores_the_record_paths_probabilities(svm_sg):
 
 
 def test_source_preference_and_excluded_sources(svm_sg):
-    """Per element the Materials Project spectrum wins over FEFF; measured spectra are never used."""
+    """Per element FEFF (the training set's scale) wins over the Materials Project, which
+    is used where FEFF is missing; measured spectra are never used."""
     ids = spectral_ids(svm_sg)
     material = Material.objects.get(pk=ids[3])
     feff = Spectrum.objects.filter(material=material, source=Spectrum.Source.FEFF).first()
@@ -93,6 +94,17 @@ def test_source_preference_and_excluded_sources(svm_sg):
         mu=shifted,
         source=Spectrum.Source.MATERIALS_PROJECT,
     )
+    other = Material.objects.get(pk=ids[6])
+    replaced = Spectrum.objects.filter(material=other, source=Spectrum.Source.FEFF).first()
+    replaced_mu = (replaced.mu * 0.5).astype(np.float32)
+    Spectrum.objects.create(
+        material=other,
+        element=replaced.element,
+        energies_ev=replaced.energies_ev,
+        mu=replaced_mu,
+        source=Spectrum.Source.MATERIALS_PROJECT,
+    )
+    replaced.delete()
     Spectrum.objects.create(
         material=Material.objects.get(pk=ids[4]),
         element=feff.element,
@@ -102,7 +114,9 @@ def test_source_preference_and_excluded_sources(svm_sg):
     )
     arrays = load_spectra_arrays(ids)
     row = np.flatnonzero((arrays.material_index == 3) & (arrays.element_index == element_index(feff.element)))[0]
-    assert np.array_equal(arrays.mu[0][row], shifted)
+    assert np.array_equal(arrays.mu[0][row], feff.mu)
+    row = np.flatnonzero((arrays.material_index == 6) & (arrays.element_index == element_index(replaced.element)))[0]
+    assert np.array_equal(arrays.mu[0][row], replaced_mu)
     assert_same_inputs(svm_sg, ids)
 
 

@@ -13,8 +13,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the model's)")
+        parser.add_argument(
+            "--url", default="http://127.0.0.1:8000/", help="where the site will be served (printed at the end)"
+        )
 
-    def handle(self, *args, epochs, **options):
+    def handle(self, *args, epochs, url, **options):
         timings = {}
 
         def step(name, function):
@@ -33,8 +36,8 @@ class Command(BaseCommand):
         count = Material.objects.count()
         self.stdout.write(
             self.style.SUCCESS(
-                f"\n{count} materials loaded. Open http://127.0.0.1:8000/ "
-                f"(admin: http://127.0.0.1:8000/admin/ user 'admin', password {password!r})"
+                f"\n{count} materials loaded. Open {url} "
+                f"(admin: {url.rstrip('/')}/admin/ user 'admin', password {password!r})"
             )
         )
 
