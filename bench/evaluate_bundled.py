@@ -2,7 +2,8 @@
 
 Usage: python bench/evaluate_bundled.py [--seed 0] [--n-boot 1000] [--output results.json]
 
-Data: data/spectra/spectra.jsonl (one FEFF K-edge spectrum per compound and element).
+Data: data/spectra/spectra*.jsonl (the head start and the extension; one FEFF K-edge
+spectrum per compound and element, the ``fast`` preset throughout).
 A compound is used when it is *complete*: every element of its reduced formula has a
 spectrum. Labels: TI, TCI, HSP_SM, HSL_SM -> topological (1); Triv_Ins -> trivial (0).
 
@@ -68,7 +69,10 @@ def amounts(formula: str) -> dict[str, float]:
 def load_complete_compounds() -> list[dict]:
     """Compounds whose every formula element has a spectrum, with their spectra and labels."""
     compounds: dict[int, dict] = {}
-    for line in (DATA / "spectra" / "spectra.jsonl").read_text().splitlines():
+    lines = [
+        line for path in sorted((DATA / "spectra").glob("spectra*.jsonl")) for line in path.read_text().splitlines()
+    ]
+    for line in lines:
         record = json.loads(line)
         compound = compounds.setdefault(
             record["amcsd_id"],
