@@ -52,6 +52,7 @@ from scratch_db import (  # noqa: E402
     REPO,
     catalogue_compositions,
     copy_rows,
+    copy_synthetic_materials,
     drop_database,
     recreate_database,
     server_urls,
@@ -73,7 +74,6 @@ def fill(n_materials: int, seed: int = 0) -> dict:
     from django.db import connection
     from django.utils import timezone
 
-    from materials.chemistry import symmetry_of
     from materials.models import Dataset, ModelVersion
 
     rng = np.random.default_rng(seed)
@@ -81,58 +81,11 @@ def fill(n_materials: int, seed: int = 0) -> dict:
     picks = rng.integers(0, len(compositions), size=n_materials)
     labels = rng.choice(["", "topological", "trivial"], size=n_materials, p=[0.67, 0.13, 0.20])
     now = timezone.now()
-    symmetry = {number: symmetry_of(number) for number in {sg for _, sg in compositions}}
     started = time.perf_counter()
     with connection.cursor() as cursor:
-
-        def materials():
-            for index, pick in enumerate(picks.tolist(), start=1):
-                elements, number = compositions[pick]
-                group = symmetry[number]
-                formula = "".join(elements)
-                yield (
-                    index,
-                    json.dumps([2_000_000 + index]),
-                    formula,
-                    formula,
-                    json.dumps(elements),
-                    "-" + "-".join(elements) + "-",
-                    number,
-                    group.symbol,
-                    group.point_group,
-                    group.crystal_system,
-                    "",
-                    "icsd",
-                    SYNTHETIC,
-                    labels[index - 1],
-                    True,
-                    now,
-                )
-
-        copy_rows(
-            cursor.cursor,
-            "materials_material",
-            [
-                "id",
-                "icsd_ids",
-                "formula",
-                "reduced_formula",
-                "elements",
-                "elements_key",
-                "space_group_number",
-                "space_group_symbol",
-                "point_group",
-                "crystal_system",
-                "structure_source",
-                "source",
-                "source_release",
-                "label",
-                "has_spectra",
-                "created",
-            ],
-            materials(),
-        )
-        cursor.execute("SELECT setval(pg_get_serial_sequence('materials_material', 'id'), %s)", [n_materials])
+        element_sets = [compositions[pick][0] for pick in picks.tolist()]
+        space_groups = [compositions[pick][1] for pick in picks.tolist()]
+        copy_synthetic_materials(cursor.cursor, element_sets, space_groups, labels.tolist(), SYNTHETIC, 2_000_000)
     material_seconds = time.perf_counter() - started
     dataset = Dataset.objects.create(name="synthetic-bench-api", content_hash="0" * 64)
     version = ModelVersion.objects.create(

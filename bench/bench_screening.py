@@ -58,7 +58,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scratch_db import REPO, catalogue_compositions, copy_rows, drop_database, recreate_database, server_urls  # noqa: E402
+from scratch_db import (  # noqa: E402
+    REPO,
+    catalogue_compositions,
+    copy_synthetic_materials,
+    drop_database,
+    recreate_database,
+    server_urls,
+)
 
 DATABASE = "screening_bench_screen"
 SYNTHETIC = "SYNTHETIC benchmark data (bench/bench_screening.py), not real materials"
@@ -125,62 +132,14 @@ def fill(n_materials: int, factory: SpectrumFactory, seed: int = 0) -> dict:
     from django.utils import timezone
     from psycopg.types.json import Jsonb
 
-    from materials.chemistry import symmetry_of
-
     rng = np.random.default_rng(seed)
     elements, space_groups, positive = synthetic_materials(n_materials, set(factory.elements), rng)
-    symmetry = {number: symmetry_of(number) for number in set(space_groups.tolist())}
     now = timezone.now()
     started = time.perf_counter()
     with connection.cursor() as cursor:
-
-        def materials():
-            for index, (symbols, number) in enumerate(zip(elements, space_groups.tolist(), strict=True), start=1):
-                group = symmetry[number]
-                formula = "".join(symbols)
-                yield (
-                    index,
-                    json.dumps([3_000_000 + index]),
-                    formula,
-                    formula,
-                    json.dumps(symbols),
-                    "-" + "-".join(symbols) + "-",
-                    number,
-                    group.symbol,
-                    group.point_group,
-                    group.crystal_system,
-                    "",
-                    "icsd",
-                    SYNTHETIC,
-                    "",
-                    True,
-                    now,
-                )
-
-        copy_rows(
-            cursor.cursor,
-            "materials_material",
-            [
-                "id",
-                "icsd_ids",
-                "formula",
-                "reduced_formula",
-                "elements",
-                "elements_key",
-                "space_group_number",
-                "space_group_symbol",
-                "point_group",
-                "crystal_system",
-                "structure_source",
-                "source",
-                "source_release",
-                "label",
-                "has_spectra",
-                "created",
-            ],
-            materials(),
+        copy_synthetic_materials(
+            cursor.cursor, elements, space_groups.tolist(), [""] * n_materials, SYNTHETIC, 3_000_000
         )
-        cursor.execute("SELECT setval(pg_get_serial_sequence('materials_material', 'id'), %s)", [n_materials])
     material_seconds = time.perf_counter() - started
 
     started = time.perf_counter()

@@ -57,3 +57,68 @@ def copy_rows(cursor, table: str, columns: list[str], rows) -> None:
     with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
+
+
+MATERIAL_COLUMNS = [
+    "id",
+    "icsd_ids",
+    "formula",
+    "reduced_formula",
+    "elements",
+    "elements_key",
+    "space_group_number",
+    "space_group_symbol",
+    "point_group",
+    "crystal_system",
+    "structure_source",
+    "source",
+    "source_release",
+    "label",
+    "has_spectra",
+    "created",
+]
+
+
+def copy_synthetic_materials(
+    cursor, element_sets: list[list[str]], space_groups: list[int], labels, source_release: str, first_icsd_id: int
+) -> None:
+    """COPY synthetic ``Material`` rows with ids 1..N (needs Django set up).
+
+    Row i has the sorted ``element_sets[i]`` as its formula, ``space_groups[i]`` with its
+    point group and crystal system, ``labels[i]`` ("" for none), ``has_spectra`` set, and
+    ``source_release`` naming the benchmark that made it; the id sequence is moved past N.
+    """
+    import json
+
+    from django.utils import timezone
+
+    from materials.chemistry import symmetry_of
+
+    symmetry = {number: symmetry_of(number) for number in set(space_groups)}
+    now = timezone.now()
+
+    def rows():
+        for index, (symbols, number, label) in enumerate(zip(element_sets, space_groups, labels, strict=True), start=1):
+            group = symmetry[number]
+            formula = "".join(symbols)
+            yield (
+                index,
+                json.dumps([first_icsd_id + index]),
+                formula,
+                formula,
+                json.dumps(symbols),
+                "-" + "-".join(symbols) + "-",
+                number,
+                group.symbol,
+                group.point_group,
+                group.crystal_system,
+                "",
+                "icsd",
+                source_release,
+                label,
+                True,
+                now,
+            )
+
+    copy_rows(cursor, "materials_material", MATERIAL_COLUMNS, rows())
+    cursor.execute("SELECT setval(pg_get_serial_sequence('materials_material', 'id'), %s)", [len(element_sets)])
