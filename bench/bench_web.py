@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scratch_db import (  # noqa: E402
     REPO,
     catalogue_compositions,
-    copy_rows,
-    copy_synthetic_materials,
+    copy_catalogue_materials,
+    copy_random_predictions,
     drop_database,
     recreate_database,
     server_urls,
@@ -61,20 +61,13 @@ CASES = {
 def fill(n_materials: int, seed: int = 0) -> dict:
     """Synthetic materials, two models with predictions, and element metrics."""
     from django.db import connection
-    from django.utils import timezone
 
     from materials.models import Dataset, ElementMetric, ModelVersion
 
     rng = np.random.default_rng(seed)
-    compositions = catalogue_compositions()
-    picks = rng.integers(0, len(compositions), size=n_materials)
-    labels = rng.choice(["", "topological", "trivial"], size=n_materials, p=[0.67, 0.13, 0.20])
-    now = timezone.now()
     started = time.perf_counter()
     with connection.cursor() as cursor:
-        element_sets = [compositions[pick][0] for pick in picks.tolist()]
-        space_groups = [compositions[pick][1] for pick in picks.tolist()]
-        copy_synthetic_materials(cursor.cursor, element_sets, space_groups, labels.tolist(), SYNTHETIC, 1_000_000)
+        copy_catalogue_materials(cursor.cursor, n_materials, rng, SYNTHETIC, 1_000_000)
     material_seconds = time.perf_counter() - started
 
     dataset = Dataset.objects.create(name="synthetic-bench", content_hash="0" * 64, counts={"train": 0})
@@ -95,20 +88,11 @@ def fill(n_materials: int, seed: int = 0) -> dict:
     started = time.perf_counter()
     with connection.cursor() as cursor:
         for version in versions:
-            probabilities = rng.beta(0.6, 1.4, size=n_materials)
-            copy_rows(
-                cursor.cursor,
-                "materials_prediction",
-                ["material_id", "model_version_id", "probability", "predicted_class", "created"],
-                (
-                    (index, version.pk, p, "topological" if p >= 0.5 else "trivial", now)
-                    for index, p in enumerate(probabilities.tolist(), start=1)
-                ),
-            )
+            copy_random_predictions(cursor.cursor, version.pk, n_materials, rng)
         cursor.execute("VACUUM ANALYZE materials_material")
         cursor.execute("VACUUM ANALYZE materials_prediction")
     prediction_seconds = time.perf_counter() - started
-    elements = sorted({e for composition, _ in compositions for e in composition})
+    elements = sorted({e for composition, _ in catalogue_compositions() for e in composition})
     ElementMetric.objects.bulk_create(
         ElementMetric(
             model_version=versions[0],

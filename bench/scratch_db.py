@@ -122,3 +122,31 @@ def copy_synthetic_materials(
 
     copy_rows(cursor, "materials_material", MATERIAL_COLUMNS, rows())
     cursor.execute("SELECT setval(pg_get_serial_sequence('materials_material', 'id'), %s)", [len(element_sets)])
+
+
+def copy_catalogue_materials(cursor, n_materials: int, rng, source_release: str, first_icsd_id: int) -> None:
+    """COPY ``n_materials`` synthetic materials whose element sets and space groups are
+    resampled from the real Materiae catalogue, a third of them labelled at random."""
+    compositions = catalogue_compositions()
+    picks = rng.integers(0, len(compositions), size=n_materials).tolist()
+    labels = rng.choice(["", "topological", "trivial"], size=n_materials, p=[0.67, 0.13, 0.20]).tolist()
+    element_sets = [compositions[pick][0] for pick in picks]
+    space_groups = [compositions[pick][1] for pick in picks]
+    copy_synthetic_materials(cursor, element_sets, space_groups, labels, source_release, first_icsd_id)
+
+
+def copy_random_predictions(cursor, model_version_id: int, n_materials: int, rng) -> None:
+    """COPY one prediction per material 1..N for the model, P(topological) ~ Beta(0.6, 1.4)."""
+    from django.utils import timezone
+
+    now = timezone.now()
+    probabilities = rng.beta(0.6, 1.4, size=n_materials).tolist()
+    copy_rows(
+        cursor,
+        "materials_prediction",
+        ["material_id", "model_version_id", "probability", "predicted_class", "created"],
+        (
+            (index, model_version_id, p, "topological" if p >= 0.5 else "trivial", now)
+            for index, p in enumerate(probabilities, start=1)
+        ),
+    )
