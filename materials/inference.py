@@ -183,6 +183,8 @@ class Classification:
     missing_elements: list[str] = field(default_factory=list)
     contributions: dict[str, float] = field(default_factory=dict)
     trust: dict[str, dict] = field(default_factory=dict)
+    edge_offsets_ev: dict[str, float] = field(default_factory=dict)
+    off_scale: dict[str, str] = field(default_factory=dict)
 
 
 def element_trust(version: ModelVersion, elements) -> dict[str, dict]:
@@ -209,6 +211,8 @@ def classify_material(version: ModelVersion, records: MaterialRecords, compositi
             without = float(predict_records(version, records.drop_element(0, element))[0])
             contributions[element] = probability - without
     expected = set(composition_elements or records.compositions[0])
+    preprocessor = load_bundle(version).preprocessor if version.kind in SPECTRAL_KINDS else None
+    spectra = records.spectra[0]
     return Classification(
         probability=probability,
         predicted_class=TOPOLOGICAL if probability >= version.threshold else TRIVIAL,
@@ -218,4 +222,6 @@ def classify_material(version: ModelVersion, records: MaterialRecords, compositi
         missing_elements=sorted(expected - set(present)),
         contributions=contributions,
         trust=element_trust(version, present or expected),
+        edge_offsets_ev=preprocessor.edge_offsets_ev(spectra) if preprocessor else {},
+        off_scale=preprocessor.off_scale(spectra) if preprocessor else {},
     )

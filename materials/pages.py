@@ -266,6 +266,7 @@ class Explanation:
     contributions: list[tuple[str, float]] = field(default_factory=list)
     missing_elements: list[str] = field(default_factory=list)
     trust: dict = field(default_factory=dict)
+    off_scale: list[str] = field(default_factory=list)
     standardized: list[dict] = field(default_factory=list)
     note: str = ""
 
@@ -323,6 +324,7 @@ def explain_material(material: Material, version: ModelVersion | None, spectra: 
     explanation.contributions = sorted(classification.contributions.items(), key=lambda item: -abs(item[1]))
     explanation.missing_elements = classification.missing_elements
     explanation.trust = classification.trust
+    explanation.off_scale = list(classification.off_scale.values())
     if version.kind not in SPECTRAL_KINDS:
         explanation.note = (
             f"The production model ({version.get_kind_display()}) uses composition and space group only, "

@@ -64,6 +64,25 @@ def test_classifies_a_real_spectrum_and_flags_missing_edges(client, trained_worl
     assert answer["contributions"] == {}
 
 
+def test_an_edge_off_the_training_energy_scale_is_flagged(client, trained_world):
+    spectrum = Spectrum.objects.filter(source="feff", material__has_spectra=True).select_related("material").first()
+    material = spectrum.material
+    points = {"energies_ev": spectrum.energies_ev.tolist(), "mu": spectrum.mu.tolist()}
+    body = {"spectra": {spectrum.element: points}, "formula": material.formula, "space_group": 166}
+    on_scale = post_json(client, body).json()
+    assert abs(on_scale["edge_offsets_ev"][spectrum.element]) < 5.0
+    assert on_scale["off_scale_elements"] == []
+
+    # The same spectrum 15 eV higher: the gap between the bundled FEFF (no SCF) and MP's scales.
+    points["energies_ev"] = [energy + 15.0 for energy in points["energies_ev"]]
+    answer = post_json(client, body).json()
+    assert answer["edge_offsets_ev"][spectrum.element] == pytest.approx(
+        on_scale["edge_offsets_ev"][spectrum.element] + 15.0, abs=0.5
+    )
+    assert answer["off_scale_elements"] == [spectrum.element]
+    assert any("another energy scale" in note for note in answer["warnings"])
+
+
 def test_leave_one_element_out_contributions(client, trained_world):
     ti = ti_feff_spectrum()
     o = o_spectrum_from_training_data()

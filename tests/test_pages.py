@@ -392,6 +392,29 @@ def test_material_detail_shows_identity_labels_spectra_predictions_and_drivers(
 
 
 @pytest.mark.django_db
+def test_material_detail_warns_when_a_spectrum_is_off_the_training_energy_scale(client, site):
+    from materials.models import Spectrum
+
+    material = site.material
+    url = reverse("materials:material-detail", args=[material.pk])
+    assert "Off the training energy scale" not in text(client.get(url))
+    # The same spectrum from the Materials Project, 15 eV up (MP's scale against the bundled FEFF's):
+    # models read FEFF first, so it only counts once the FEFF one is gone.
+    feff = material.spectra.filter(source="feff").first()
+    Spectrum.objects.create(
+        material=material,
+        element=feff.element,
+        energies_ev=feff.energies_ev + 15.0,
+        mu=feff.mu,
+        source=Spectrum.Source.MATERIALS_PROJECT,
+    )
+    assert "Off the training energy scale" not in text(client.get(url))
+    feff.delete()
+    body = text(client.get(url))
+    assert "Off the training energy scale" in body and f"{feff.element} edge at" in body
+
+
+@pytest.mark.django_db
 def test_a_material_without_spectra_or_structure_says_what_to_do(client, site, django_assert_max_num_queries):
     with django_assert_max_num_queries(8):
         response = client.get(reverse("materials:material-detail", args=[site.bare_material.pk]))

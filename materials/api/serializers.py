@@ -719,4 +719,14 @@ class ClassificationSerializer(serializers.Serializer):
     trust = serializers.DictField(
         child=ElementTrustSerializer(), help_text="Validation recall and support per element and class."
     )
+    edge_offsets_ev = serializers.DictField(
+        child=serializers.FloatField(),
+        help_text="Per element: this spectrum's edge (steepest rise) minus the median edge of the model's training "
+        "spectra, in eV. Chemical shifts are a few eV; ~10 eV means another energy scale.",
+    )
+    off_scale_elements = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Elements whose edge lies outside the training spectra's range and over 5 eV from their median "
+        "(another code, preset or calibration): the prediction is unreliable; ``warnings`` says why.",
+    )
     warnings = serializers.ListField(child=serializers.CharField())

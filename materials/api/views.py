@@ -485,6 +485,7 @@ class ClassifyView(APIMixin, APIView):
             )
         if version.kind in SPECTRA_FREE_KINDS:
             notes.append(f"model {version.pk} ({version.kind}) reads composition and space group only")
+        notes.extend(result.off_scale.values())
         answer = {
             "probability": result.probability,
             "predicted_class": result.predicted_class,
@@ -500,6 +501,8 @@ class ClassifyView(APIMixin, APIView):
             "space_group_source": data["space_group_source"],
             "contributions": result.contributions,
             "trust": result.trust,
+            "edge_offsets_ev": result.edge_offsets_ev,
+            "off_scale_elements": sorted(result.off_scale),
             "warnings": notes,
         }
         return Response(s.finite_or_none(answer))

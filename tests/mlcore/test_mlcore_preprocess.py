@@ -3,7 +3,7 @@ import pytest
 
 from mlcore.data import MaterialSpectra, RawSpectrum, composition_matrix
 from mlcore.elements import element_index
-from mlcore.preprocess import SpectrumPreprocessor, validate_spectrum
+from mlcore.preprocess import SpectrumPreprocessor, edge_energy_ev, validate_spectrum
 
 from .conftest import make_raw_spectrum
 
@@ -137,3 +137,36 @@ def test_composition_matrix_normalizes_and_validates():
         composition_matrix([{"Qq": 1}])
     with pytest.raises(ValueError, match="finite"):
         composition_matrix([{"O": -1}])
+
+
+def test_edge_energy_is_where_the_spectrum_rises_fastest():
+    spectrum = make_raw_spectrum("Cu", offset_ev=3.0)
+    # The synthetic edge step is centred 10 % into the 55 eV range.
+    expected_ev = spectrum.energies_ev[0] + 5.5
+    assert edge_energy_ev(spectrum.energies_ev, spectrum.mu) == pytest.approx(expected_ev, abs=1.0)
+
+
+def test_a_spectrum_on_another_energy_scale_is_reported_off_scale(raw_materials):
+    preprocessor = SpectrumPreprocessor().fit(raw_materials)  # Ti edges from offsets of 2-4 eV
+    same_scale = make_raw_spectrum("Ti", offset_ev=3.5, seed=99)
+    other_scale = make_raw_spectrum("Ti", offset_ev=3.0 + 12.0, seed=99)
+    offsets = preprocessor.edge_offsets_ev([other_scale])
+    assert offsets["Ti"] == pytest.approx(12.0, abs=1.5)
+    assert preprocessor.off_scale([same_scale]) == {}
+    found = preprocessor.off_scale([other_scale])
+    assert list(found) == ["Ti"]
+    assert "Ti edge at" in found["Ti"] and "another energy scale" in found["Ti"]
+
+
+def test_saved_preprocessors_keep_their_training_edges(raw_materials):
+    preprocessor = SpectrumPreprocessor().fit(raw_materials)
+    shifted = make_raw_spectrum("O", offset_ev=20.0, seed=7)
+    restored = SpectrumPreprocessor.from_dict(preprocessor.to_dict())
+    assert restored.edge_offsets_ev([shifted]) == preprocessor.edge_offsets_ev([shifted])
+    assert list(restored.off_scale([shifted])) == ["O"]
+    # A preprocessor saved before edges were recorded has no scale to check against.
+    state = preprocessor.to_dict()
+    for constants in state["elements"].values():
+        del constants["edge_ev"]
+    legacy = SpectrumPreprocessor.from_dict(state)
+    assert legacy.edge_offsets_ev([shifted]) == {} and legacy.off_scale([shifted]) == {}

@@ -156,6 +156,7 @@ class Command(BaseCommand):
         warnings = list(data["warnings"])
         if result.missing_elements:
             warnings.append(f"no spectrum for {', '.join(result.missing_elements)}")
+        warnings.extend(result.off_scale.values())
         return {
             "probability": result.probability,
             "predicted_class": result.predicted_class,
@@ -165,6 +166,7 @@ class Command(BaseCommand):
             "elements": result.elements,
             "missing_elements": result.missing_elements,
             "contributions": result.contributions,
+            "edge_offsets_ev": result.edge_offsets_ev,
             "warnings": warnings,
         }
 
