@@ -331,25 +331,70 @@ def store_materials(parsed: list[ParsedStructure]) -> tuple[list[Material], int]
 
 def find_spectra(materials: list[Material], rejected: list[dict], progress) -> dict[str, int]:
     """Make sure every material has a spectrum of each element: stored, MP, or FEFF."""
-    from materials.spectra_compute import compute_material_spectra
+    from materials.spectra_compute import store_result
 
     counts = {"spectra_stored": 0, "spectra_from_mp": 0, "spectra_computed": 0, "spectra_failed": 0}
-    for index, material in enumerate(materials):
-        progress(index / max(len(materials), 1), f"spectra for {material.reduced_formula}")
+    jobs = []
+    for material in materials:
         have = set(material.spectra.values_list("element", flat=True))
         missing = [element for element in material.elements if element not in have]
         counts["spectra_stored"] += len(have & set(material.elements))
         if missing and settings.MP_API_KEY and material.mp_id:
             missing = _spectra_from_mp(material, missing, counts, rejected)
-        for element in missing:
-            try:
-                compute_material_spectra(material.pk, element, DEFAULT_PRESET)
-                counts["spectra_computed"] += 1
-            except ValueError as error:
-                counts["spectra_failed"] += 1
-                rejected.append({"file": str(material), "reason": f"{element} K edge: {error}"})
+        jobs.extend((material, element) for element in missing)
+    for done, (material, element, outcome) in enumerate(feff_results(jobs), start=1):
+        progress(done / len(jobs), f"FEFF: {material.reduced_formula} {element} K edge ({done} of {len(jobs)})")
+        if isinstance(outcome, Exception):
+            counts["spectra_failed"] += 1
+            rejected.append({"file": str(material), "reason": f"{element} K edge: {outcome}"})
+        else:
+            store_result(material, outcome, DEFAULT_PRESET)
+            counts["spectra_computed"] += 1
     Material.objects.filter(pk__in=[m.pk for m in materials]).refresh_has_spectra()
     return counts
+
+
+def feff_results(jobs: list[tuple[Material, str]]):
+    """Run FEFF for each (material, element), yielding ``(material, element, result or error)``
+    as each finishes.
+
+    FEFF is single-threaded, so with ``SCREEN_FEFF_PROCESSES`` > 1 the jobs run in that
+    many spawned processes (FEFF redirects the process's own stdout, so threads would
+    not do). Inside a Celery pool process (a daemon, which may not have children) they
+    run one by one: there, more workers on the ``feff`` queue are the way to scale.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from materials import feff
+    from materials.spectra_compute import structure_of
+
+    runnable = []
+    for material, element in jobs:
+        try:
+            runnable.append((material, element, structure_of(material)))
+        except feff.FeffError as error:
+            yield material, element, error
+    processes = min(settings.SCREEN_FEFF_PROCESSES, len(runnable))
+    if processes <= 1 or multiprocessing.current_process().daemon:
+        for material, element, structure in runnable:
+            try:
+                yield material, element, feff.compute_k_edge_xanes(structure, element, DEFAULT_PRESET, sites="all")
+            except feff.FeffError as error:
+                yield material, element, error
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding TensorFlow threads and sockets
+    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+        futures = {
+            pool.submit(feff.compute_k_edge_xanes, structure, element, DEFAULT_PRESET, sites="all"): (material, element)
+            for material, element, structure in runnable
+        }
+        for future in as_completed(futures):
+            material, element = futures[future]
+            try:
+                yield material, element, future.result()
+            except feff.FeffError as error:
+                yield material, element, error
 
 
 def _spectra_from_mp(material: Material, missing: list[str], counts: dict, rejected: list[dict]) -> list[str]:

@@ -91,15 +91,24 @@ def compute_material_spectra(
     ).first()
     if existing is not None:
         return ComputeOutcome(existing, created=False)
+    # sites="all": a computed spectrum is the multiplicity-weighted site average, as MP's are.
+    result = feff.compute_k_edge_xanes(
+        structure_of(material), element, preset, sites="all", work_dir=work_dir, timeout_s=timeout_s, progress=progress
+    )
+    return store_result(material, result, preset)
+
+
+def structure_of(material: Material):
+    """The structure FEFF needs, or a ``FeffError`` saying it is missing."""
     structure = material.get_structure()
     if structure is None:
         raise FeffError(f"material {material} has no structure; only its composition is known")
-    # sites="all": a computed spectrum is the multiplicity-weighted site average, as MP's are.
-    result = feff.compute_k_edge_xanes(
-        structure, element, preset, sites="all", work_dir=work_dir, timeout_s=timeout_s, progress=progress
-    )
+    return structure
+
+
+def store_result(material: Material, result: feff.XanesResult, preset: str) -> ComputeOutcome:
+    """Store a computed K-edge spectrum in one transaction (a duplicate that finished first wins)."""
     with transaction.atomic():
-        # get_or_create: a duplicate task that finished first wins; nothing is stored twice.
         spectrum, created = Spectrum.objects.get_or_create(
             material=material,
             element=result.element,

@@ -136,6 +136,10 @@ MAX_UPLOAD_BYTES = int(os.environ.get("MAX_UPLOAD_BYTES", str(50 * 1024 * 1024))
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("MAX_JSON_BYTES", str(2 * 1024 * 1024)))
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
+# Screening: FEFF runs at once when a release is screened outside a Celery pool (the CLI or
+# the demo without a broker); inside a worker they run one by one.
+SCREEN_FEFF_PROCESSES = int(os.environ.get("SCREEN_FEFF_PROCESSES") or min(4, os.cpu_count() or 1))
+
 # --- Celery -----------------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", "")

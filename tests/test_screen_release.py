@@ -30,7 +30,9 @@ def production(db, settings, tmp_path):
 
 
 @pytest.mark.django_db
-def test_screen_a_folder_of_cifs_some_bad(production, tmp_path, monkeypatch):
+@pytest.mark.parametrize("feff_processes", [1, 2])
+def test_screen_a_folder_of_cifs_some_bad(production, tmp_path, monkeypatch, settings, feff_processes):
+    """With one FEFF process (as inside a Celery worker) and with two (the CLI on a laptop)."""
     from materials.tasks.classify import screen_release
 
     release = tmp_path / "release"
@@ -38,10 +40,13 @@ def test_screen_a_folder_of_cifs_some_bad(production, tmp_path, monkeypatch):
     known = list(Material.objects.filter(has_spectra=True, structure_source="amcsd").order_by("id")[:2])
     for material in known:
         CifWriter(material.get_structure()).write_file(release / f"known-{material.pk}.cif")
-    # A new material: fcc aluminium is not in the loaded subset, so its Al K edge is computed with FEFF.
-    assert not Material.objects.filter(reduced_formula="Al").exists()
+    # New materials, not in the loaded subset: their K edges (Al; K and Br) are computed with FEFF.
+    assert not Material.objects.filter(reduced_formula__in=["Al", "KBr"]).exists()
     aluminium = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.05), ["Al"], [[0, 0, 0]])
     CifWriter(aluminium).write_file(release / "aluminium.cif")
+    rocksalt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(6.60), ["K", "Br"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    CifWriter(rocksalt).write_file(release / "kbr.cif")
+    settings.SCREEN_FEFF_PROCESSES = feff_processes
     for name in ("structure_not_a_cif.cif", "structure_partial_occupancy.cif"):
         shutil.copy(BAD_INPUTS / name, release / name)
     # Run the screening task here, as a worker would (without a broker it would run eagerly on commit).
@@ -58,23 +63,25 @@ def test_screen_a_folder_of_cifs_some_bad(production, tmp_path, monkeypatch):
     batch = ScreeningBatch.objects.get(name="monday")
     assert batch.status == "done", batch.error
     counts = batch.stage_counts
-    assert counts["files"] == 5 and counts["parsed"] == 3 and counts["unparseable"] == 2
-    assert counts["existing_materials"] == 2 and counts["new_materials"] == 1
-    assert counts["spectra_computed"] == 1 and counts["spectra_failed"] == 0
-    assert counts["classified"] == 3
+    assert counts["files"] == 6 and counts["parsed"] == 4 and counts["unparseable"] == 2
+    assert counts["existing_materials"] == 2 and counts["new_materials"] == 2
+    assert counts["spectra_computed"] == 3 and counts["spectra_failed"] == 0
+    assert counts["classified"] == 4
     text = out.getvalue()
     assert "rejected structure_not_a_cif.cif: cannot parse CIF" in text
     assert "rejected structure_partial_occupancy.cif: partial occupancy (disordered structure)" in text
     assert f"  classified           {counts['classified']}" in text
-    assert Spectrum.objects.count() == spectra_before + 1
-    new = Material.objects.get(reduced_formula="Al")
-    assert new.spectra.get().source == Spectrum.Source.FEFF and new.has_spectra
+    assert Spectrum.objects.count() == spectra_before + 3
+    new = Material.objects.filter(reduced_formula__in=["Al", "KBr"])
+    for material in new:
+        assert set(material.spectra.values_list("source", flat=True)) == {Spectrum.Source.FEFF}
+        assert material.has_spectra and material.spectra.count() == len(material.elements)
 
     rows = list(csv.DictReader(io.StringIO(output.read_text())))
-    assert len(rows) == 3
-    assert {int(row["material_id"]) for row in rows} == {new.pk, *(material.pk for material in known)}
+    assert len(rows) == 4
+    assert {int(row["material_id"]) for row in rows} == {*(m.pk for m in new), *(m.pk for m in known)}
     probabilities = [float(row["probability"]) for row in rows]
     assert probabilities == sorted(probabilities, reverse=True)
-    assert [int(row["rank"]) for row in rows] == [1, 2, 3]
+    assert [int(row["rank"]) for row in rows] == [1, 2, 3, 4]
     stored = dict(Prediction.objects.filter(model_version=production).values_list("material_id", "probability"))
     assert all(stored[int(row["material_id"])] == pytest.approx(float(row["probability"])) for row in rows)
