@@ -3,12 +3,18 @@
 Usage::
 
     nohup nice -n 10 .venv/bin/python bench/extend_bundled.py [--max-hours H] [--max-compounds N] &
+    # the Materiae matches among MIT-licensed structures (bench/match_prototypes.py):
+    nohup nice -n 10 .venv/bin/python bench/extend_bundled.py --structures data/structures/prototype_matches.jsonl &
 
-Each line appended to ``data/spectra/spectra_extra.jsonl`` has the head start's
-format (``materials/bundled.py`` loads every ``spectra*.jsonl``) and its settings: the
-``fast`` preset of ``materials/feff.py``, one site per element (the inequivalent site of
-largest multiplicity, lowest index on a tie), primitive cells of at most 24 sites, the
-primitive cell pymatgen builds from the AMCSD CIF, symmetry tolerance 0.1 Å.
+Each line appended to ``data/spectra/spectra_extra.jsonl`` (``spectra_prototypes.jsonl``
+with ``--structures``) has the head start's format (``materials/bundled.py`` loads every
+``spectra*.jsonl``) and its settings: the ``fast`` preset of ``materials/feff.py``, one
+site per element (the inequivalent site of largest multiplicity, lowest index on a
+tie), the primitive cell pymatgen builds from the AMCSD CIF (or the stored primitive
+cell of a matched structure), symmetry tolerance 0.1 Å. The head start capped primitive
+cells at 24 sites; the cap is now 200, because FEFF's cost per absorbing site does not
+grow with the cell (a 28-site cell took 18.7 s, a 32-site cell 4 s) and the cap dropped
+most topological compounds for no saving. Lines carry ``n_sites``.
 
 Resumable: compounds are taken in the selection's class-balanced order, and an
 (AMCSD id, element) already in any ``spectra*.jsonl`` is never recomputed, so a killed
@@ -39,7 +45,7 @@ sys.path.insert(0, str(REPO))
 from materials.feff import FeffError, compute_k_edge_xanes, feff_description  # noqa: E402
 
 TOPOLOGICAL_CLASSES = {"TI", "TCI", "HSP_SM", "HSL_SM"}
-MAX_SITES_BUNDLED = 24  # the head start's limit, kept for a consistent dataset
+MAX_SITES_BUNDLED = 200  # the head start used 24; cost per site does not grow with the cell
 PRESET = "fast"
 SITE_POLICY = "largest"
 
@@ -65,14 +71,19 @@ def repair_tail(path: Path) -> int:
     return len(tail)
 
 
-def existing_spectra(spectra_dir: Path) -> dict[int, set[str]]:
-    """(AMCSD id → elements) already computed, over every ``spectra*.jsonl``."""
-    done: dict[int, set[str]] = {}
+def compound_key(record: dict):
+    """AMCSD id for a mineral of the selection, ``structure_id`` for a matched structure."""
+    return record["structure_id"] if record.get("structure_id") else int(record["amcsd_id"])
+
+
+def existing_spectra(spectra_dir: Path) -> dict[object, set[str]]:
+    """(compound key → elements) already computed, over every ``spectra*.jsonl``."""
+    done: dict[object, set[str]] = {}
     for path in sorted(spectra_dir.glob("spectra*.jsonl")):
         for text in path.read_text().splitlines():
             if text.strip():
                 record = json.loads(text)
-                done.setdefault(int(record["amcsd_id"]), set()).add(record["element"])
+                done.setdefault(compound_key(record), set()).add(record["element"])
     return done
 
 
@@ -86,7 +97,7 @@ def read_skipped(path: Path) -> dict[int, str]:
                 record = json.loads(text)
             except json.JSONDecodeError:
                 continue  # a line cut short by a kill: the compound is simply tried again
-            skipped[int(record["amcsd_id"])] = record["reason"]
+            skipped[compound_key(record)] = record["reason"]
     return skipped
 
 
@@ -97,9 +108,13 @@ def append_line(path: Path, record: dict) -> None:
         os.fsync(handle.fileno())
 
 
-def parse_structure(database, amcsd_id: int):
+def parse_structure(database, row: dict):
+    from pymatgen.core import Structure
     from pymatgen.io.cif import CifParser
 
+    if "structure" in row:
+        return Structure.from_dict(row["structure"])
+    amcsd_id = int(row["amcsd_id"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # The same call as materials/bundled.py, so site indices match the stored structure.
@@ -112,7 +127,7 @@ def counts_by_class(selection: list[dict], done: dict[int, set[str]]) -> dict[st
     counts = {"topological": 0, "trivial": 0}
     for row in selection:
         elements = {el.symbol for el in Composition(row["reduced_formula"]).elements}
-        if elements and elements <= done.get(int(row["amcsd_id"]), set()):
+        if elements and elements <= done.get(compound_key(row), set()):
             counts[binary_class(row)] += 1
     return counts
 
@@ -128,12 +143,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-mb", type=float, default=9.0, help="stop when the output file reaches this size")
     parser.add_argument("--site-timeout-s", type=float, default=1800.0, help="FEFF budget per site, seconds")
     parser.add_argument("--counts", action="store_true", help="print complete compounds by class and exit")
+    parser.add_argument(
+        "--structures",
+        type=Path,
+        default=None,
+        help="compute a matches file (bench/match_prototypes.py) instead of the selection",
+    )
     args = parser.parse_args(argv)
 
     spectra_dir = args.data_dir / "spectra"
-    output = args.output or spectra_dir / "spectra_extra.jsonl"
-    with open(spectra_dir / "selection.csv", newline="") as handle:
-        selection = list(csv.DictReader(handle))
+    if args.structures:
+        output = args.output or spectra_dir / "spectra_prototypes.jsonl"
+        selection = [json.loads(text) for text in args.structures.read_text().splitlines() if text.strip()]
+    else:
+        output = args.output or spectra_dir / "spectra_extra.jsonl"
+        with open(spectra_dir / "selection.csv", newline="") as handle:
+            selection = list(csv.DictReader(handle))
     if args.counts:
         done = existing_spectra(spectra_dir)
         print(json.dumps(counts_by_class(selection, done)))
@@ -160,10 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     completed = 0
     try:
         for row_number, row in enumerate(selection, start=1):
-            amcsd_id = int(row["amcsd_id"])
+            key = compound_key(row)
             elements = sorted(el.symbol for el in Composition(row["reduced_formula"]).elements)
-            missing = [el for el in elements if el not in done.get(amcsd_id, set())]
-            if not missing or amcsd_id in skipped:
+            missing = [el for el in elements if el not in done.get(key, set())]
+            if not missing or key in skipped:
                 continue
             if args.stop_file.exists():
                 raise Stop(f"stop file {args.stop_file}")
@@ -176,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
             compound_started = time.monotonic()
             try:
-                structure = parse_structure(database, amcsd_id)
+                structure = parse_structure(database, row)
                 reason = None
                 if len(structure) > MAX_SITES_BUNDLED:
                     reason = f"primitive cell has {len(structure)} sites, over {MAX_SITES_BUNDLED}"
@@ -201,7 +226,11 @@ def main(argv: list[str] | None = None) -> int:
                         break
                     site = result.sites[0]
                     record = {
-                        "amcsd_id": amcsd_id,
+                        **(
+                            {"structure_id": key, "structure_source": row["structure_source"]}
+                            if args.structures
+                            else {"amcsd_id": key}
+                        ),
                         "reduced_formula": row["reduced_formula"],
                         "spacegroup": int(row["spacegroup"]),
                         "materiae_id": row["materiae_id"],
@@ -226,19 +255,20 @@ def main(argv: list[str] | None = None) -> int:
                         "library_versions": result.library_versions,
                     }
                     append_line(output, record)
-                    done.setdefault(amcsd_id, set()).add(element)
+                    done.setdefault(key, set()).add(element)
                     lines.append(f"{element} {site.seconds:.0f}s")
             if reason is not None:
                 # A time limit says more about the machine's load than the compound: try it
                 # again next run. Everything else would fail the same way again.
                 if "time limit" not in reason:
-                    append_line(args.skip_log, {"amcsd_id": amcsd_id, "row": row_number, "reason": reason})
-                skipped[amcsd_id] = reason
-                print(f"row {row_number} amcsd {amcsd_id} {row['reduced_formula']}: skipped ({reason})", flush=True)
+                    where = {"structure_id": key} if args.structures else {"amcsd_id": key}
+                    append_line(args.skip_log, {**where, "row": row_number, "reason": reason})
+                skipped[key] = reason
+                print(f"row {row_number} {key} {row['reduced_formula']}: skipped ({reason})", flush=True)
                 continue
             completed += 1
             print(
-                f"row {row_number} amcsd {amcsd_id} {row['reduced_formula']} ({binary_class(row)}): "
+                f"row {row_number} {key} {row['reduced_formula']} ({binary_class(row)}): "
                 f"{', '.join(lines)}; {time.monotonic() - compound_started:.0f} s; {completed} new",
                 flush=True,
             )
