@@ -18,17 +18,10 @@ import numpy as np
 from django.db import connection
 
 from materials.fields import DTYPE
-from materials.models import TOPOLOGICAL, TRIVIAL, Material, Spectrum
+from materials.models import TOPOLOGICAL, TRAINING_SOURCES, TRIVIAL, Material, Spectrum
 from mlcore.data import RawSpectrum, composition_matrix
 from mlcore.elements import ELEMENTS
 
-# When a material has one element's spectrum from several sources, models use the
-# first of these. FEFF comes first because the bundled training set is FEFF at the
-# ``fast`` preset, whose edges sit about 10 eV below MP's (BENCHMARKS.md, FEFF
-# fidelity): a stored FEFF spectrum is on the training set's scale, an MP one is not.
-# Measured spectra are never training inputs: they come from another domain
-# (instrument broadening, normalisation) than the computed ones.
-TRAINING_SOURCES = (Spectrum.Source.FEFF, Spectrum.Source.MATERIALS_PROJECT)
 LABEL_VALUES = {TOPOLOGICAL: 1, TRIVIAL: 0, "": -1}
 
 

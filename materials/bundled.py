@@ -25,6 +25,10 @@ DEFAULT_DATA_DIR = settings.BASE_DIR / "data"
 FEFF_HEAD_START_RELEASE = "bundled FEFF10 head start (feff10-rs 0.2.4, preset fast)"
 #: ``spectra_extra.jsonl``: computed for this project by ``bench/extend_bundled.py``, same settings.
 FEFF_EXTENSION_RELEASE = "bundled FEFF10 extension (feff10-rs 0.2.4, preset fast, bench/extend_bundled.py)"
+#: ``spectra_prototypes.jsonl``: the same settings on structures of ``structures/prototype_matches.jsonl``.
+FEFF_PROTOTYPE_RELEASE = "bundled FEFF10 on AFLOW prototypes (feff10-rs 0.2.4, preset fast, bench/extend_bundled.py)"
+#: Materiae matches among structures shipped in MIT-licensed packages (``bench/match_prototypes.py``).
+PROTOTYPE_MATCHES = Path("structures") / "prototype_matches.jsonl"
 MATERIAE_RELEASE = "Materiae (Zhang et al. 2019), junbozhu copy"
 ARSENAL_RELEASE = "Topological Materials Arsenal (Tang et al. 2019), topogivity copy"
 
@@ -92,12 +96,20 @@ def _check_spectrum(path: Path, line: int, energies, mu) -> None:
         _fail(path, line, "energies_ev must be strictly increasing")
 
 
-def read_head_start(path: Path) -> tuple[list[SpectrumRow], dict[int, dict]]:
-    """The FEFF head-start spectra (one JSON object per line).
+def _release_of(path: Path) -> str:
+    if path.name == "spectra.jsonl":
+        return FEFF_HEAD_START_RELEASE
+    return FEFF_PROTOTYPE_RELEASE if path.name == "spectra_prototypes.jsonl" else FEFF_EXTENSION_RELEASE
 
-    Returns the spectra and, per AMCSD id, the compound's selection fields.
+
+def read_head_start(path: Path) -> tuple[list[SpectrumRow], dict[int, dict]]:
+    """FEFF spectra of bundled compounds (one JSON object per line).
+
+    A line names its structure by ``amcsd_id`` (a mineral of larixite's AMCSD copy) or
+    by ``structure_id`` (an entry of ``structures/prototype_matches.jsonl``). Returns
+    the spectra and, per AMCSD id, the compound's selection fields.
     """
-    required = ("amcsd_id", "materiae_id", "reduced_formula", "element", "energies_ev", "mu")
+    required = ("materiae_id", "reduced_formula", "element", "energies_ev", "mu")
     rows, compounds = [], {}
     for line, text in enumerate(read_text(path).splitlines(), start=1):
         if not text.strip():
@@ -109,6 +121,8 @@ def read_head_start(path: Path) -> tuple[list[SpectrumRow], dict[int, dict]]:
         if not isinstance(record, dict):
             _fail(path, line, "expected a JSON object")
         missing = [k for k in required if k not in record]
+        if "amcsd_id" not in record and "structure_id" not in record:
+            missing.append("amcsd_id (or structure_id)")
         if missing:
             _fail(path, line, f"missing field(s) {', '.join(missing)}")
         _check_spectrum(path, line, record["energies_ev"], record["mu"])
@@ -117,7 +131,11 @@ def read_head_start(path: Path) -> tuple[list[SpectrumRow], dict[int, dict]]:
             _fail(
                 path, line, f"absorbing element {record['element']!r} is not in the formula {record['reduced_formula']}"
             )
-        compounds.setdefault(int(record["amcsd_id"]), record)
+        if "amcsd_id" in record:
+            compounds.setdefault(int(record["amcsd_id"]), record)
+            where = {"amcsd_id": record["amcsd_id"]}
+        else:
+            where = {"structure_id": record["structure_id"]}
         rows.append(
             SpectrumRow(
                 key=("materiae_id", record["materiae_id"]),
@@ -125,11 +143,11 @@ def read_head_start(path: Path) -> tuple[list[SpectrumRow], dict[int, dict]]:
                 energies_ev=record["energies_ev"],
                 mu=record["mu"],
                 source=Spectrum.Source.FEFF,
-                release=FEFF_HEAD_START_RELEASE if path.name == "spectra.jsonl" else FEFF_EXTENSION_RELEASE,
+                release=_release_of(path),
                 settings={
                     "preset": "fast",
                     "feff": record.get("feff", ""),
-                    "amcsd_id": record["amcsd_id"],
+                    **where,
                     "site_index": record.get("site_index"),
                     "site_multiplicity": record.get("site_multiplicity"),
                     "n_inequivalent_sites": record.get("n_inequivalent_sites"),
@@ -224,10 +242,30 @@ def _parse_structure(text: str, fmt: str, where: str):
             raise BundledDataError(f"{where}: cannot parse structure ({error})") from None
 
 
-def read_structures(data_dir: Path, compounds: dict[int, dict], progress=None) -> dict[tuple, tuple]:
-    """Structures by material key: mineral CIFs from larixite's AMCSD copy, plus
-    the Materials Project structures shipped in ``data/structures``."""
+def read_prototype_matches(path: Path) -> dict[tuple, tuple]:
+    """Structures of ``structures/prototype_matches.jsonl`` by material key (primitive cells)."""
+    from pymatgen.core import Structure
+
     structures = {}
+    if not path.exists():
+        return structures
+    for line, text in enumerate(read_text(path).splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+            structure = Structure.from_dict(record["structure"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            _fail(path, line, f"not a structure record ({type(error).__name__}: {error})")
+        structures[("materiae_id", record["materiae_id"])] = (structure, record["structure_source"], None)
+    return structures
+
+
+def read_structures(data_dir: Path, compounds: dict[int, dict], progress=None) -> dict[tuple, tuple]:
+    """Structures by material key: mineral CIFs from larixite's AMCSD copy, the
+    Materials Project structures shipped in ``data/structures``, and the Materiae
+    matches among AFLOW prototypes (``structures/prototype_matches.jsonl``)."""
+    structures = read_prototype_matches(data_dir / PROTOTYPE_MATCHES)
     for mp_id, name in MP_STRUCTURE_FILES.items():
         path = data_dir / "structures" / name
         if path.exists():

@@ -10,6 +10,15 @@ all their samples, which is what keeps every element represented in every subset
 Per-class counts are rounded cumulatively (largest-remainder over the whole pass),
 so the overall fractions stay exact even though most elements contribute only a
 handful of unassigned samples.
+
+Every element reaches training. Rounding alone would send all samples of a rare
+element (one or two compounds of Lu, Pu, Np, Tm) to validation or test, and a model
+never sees their spectra; the paper's procedure loses rare elements from the *test*
+set, never from training. So when an element is visited and none of its samples is
+in train yet, one of its unassigned samples (drawn at random) goes to train first;
+it counts towards the cumulative totals, so later elements make up the held-out
+share. An element whose samples were all assigned while rarer elements were visited
+and none landed in train gets one of them moved to train at the end.
 """
 
 from __future__ import annotations
@@ -117,7 +126,12 @@ def element_balanced_split(
     to_test = {0: 0, 1: 0}
     to_validation = {0: 0, 1: 0}
 
-    def allocate(candidates: np.ndarray) -> None:
+    def allocate(candidates: np.ndarray, members_of_element: np.ndarray | None = None) -> None:
+        if members_of_element is not None and candidates.size and not np.any(assignment[members_of_element] == "train"):
+            reserved = int(rng.choice(candidates))
+            assignment[reserved] = "train"
+            seen[int(labels[reserved])] += 1
+            candidates = candidates[candidates != reserved]
         for label in (1, 0):
             members = rng.permutation(candidates[labels[candidates] == label])
             seen[label] += members.size
@@ -138,8 +152,12 @@ def element_balanced_split(
             membership[element].append(row)
     for element in order:
         rows = np.asarray(membership[element], dtype=np.int64)
-        allocate(rows[assignment[rows] == ""])
+        allocate(rows[assignment[rows] == ""], rows)
     allocate(np.flatnonzero(assignment == ""))  # samples without any element
+    for element in order:  # all assigned before this element's turn, none to train
+        rows = np.asarray(membership[element], dtype=np.int64)
+        if rows.size and not np.any(assignment[rows] == "train"):
+            assignment[int(rng.choice(rows))] = "train"
     assignment = assignment.astype(str)
 
     return SplitResult(

@@ -57,3 +57,29 @@ def test_mp_spectra_are_off_the_bundled_fast_feff_scale():
     # the 5-95 % range by construction, far fewer also sit over 5 eV from the median (17 of 945 here).
     flagged = sum(bool(preprocessor.off_scale(spectra)) for spectra in training)
     assert flagged <= 0.04 * len(training), f"{flagged} of {len(training)} training spectra flagged"
+
+
+def test_no_element_of_the_bundled_held_out_sets_is_missing_from_training():
+    """The paper loses rare elements from the test set, never from training (several seeds)."""
+    from pymatgen.core import Composition
+
+    from mlcore.split import element_balanced_split
+
+    by_compound: dict[object, dict] = {}
+    for path in sorted(SPECTRA.parent.glob("spectra*.jsonl")):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            key = record.get("structure_id") or record["amcsd_id"]
+            entry = by_compound.setdefault(key, {"formula": record["reduced_formula"], "elements": set()})
+            entry["elements"].add(record["element"])
+            entry["label"] = int(record["soc_topo_class"] != "Triv_Ins")
+    complete = [
+        c for c in by_compound.values() if {e.symbol for e in Composition(c["formula"]).elements} <= c["elements"]
+    ]
+    sets = [{e.symbol for e in Composition(c["formula"]).elements} for c in complete]
+    y = np.array([c["label"] for c in complete])
+    for seed in range(5):
+        assignment = element_balanced_split(sets, y, random_state=seed).assignment
+        trained = set().union(*(s for s, subset in zip(sets, assignment) if subset == "train"))
+        held_out = set().union(*(s for s, subset in zip(sets, assignment) if subset != "train"))
+        assert held_out <= trained, f"seed {seed}: {sorted(held_out - trained)} only outside training"
