@@ -377,6 +377,7 @@ class ModelVersion(models.Model):
         CNN_SG = "cnn-sg", "CNN-sg (spectra + symmetry)"
         CNN = "cnn", "CNN (spectra only)"
         CNN_SG_COMPOSITION = "cnn-sg-composition", "CNN-sg + composition"
+        STACKED = "stacked", "Prior + spectra (stacked)"
         SVM_SG = "svm-sg", "SVM-sg"
         KMEANS = "kmeans", "k-means on PCA"
         TYPE_ONLY = "type-only", "Type-only (composition + space group)"
