@@ -37,15 +37,33 @@ _CLASS_FACTORIES: dict[str, Callable[[], type[SpectraClassifier]]] = {
 
 @dataclass(frozen=True, eq=False)
 class ModelKind:
-    """A registered model kind: a class plus the hyperparameters that define the kind.
+    """A registered model kind: a class, the hyperparameters that define the kind, and
+    the inputs it reads. This is the one place that says which kind uses what.
 
     The class is resolved on first use, so listing kinds or loading a non-CNN model
     never imports TensorFlow.
+
+    Attributes
+    ----------
+    label : str
+        Human-readable name for pages and reports.
+    uses_spectra, uses_symmetry, uses_composition : bool
+        Inputs the model reads from :class:`mlcore.data.MaterialSpectra`.
+    uses_prior : bool
+        Needs a fitted composition + symmetry prior (``prior=``), stored inside it.
+    augmented : bool
+        Trained on the +-1 eV shift-augmented copies of the training spectra.
     """
 
     name: str
     class_name: str
     fixed_hyperparameters: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+    uses_spectra: bool = True
+    uses_symmetry: bool = False
+    uses_composition: bool = False
+    uses_prior: bool = False
+    augmented: bool = False
 
     @property
     def model_class(self) -> type[SpectraClassifier]:
@@ -71,22 +89,40 @@ class ModelKind:
 
     def matches(self, model: SpectraClassifier) -> bool:
         """Whether ``model`` is an instance of this kind."""
-        return type(model).__name__ == self.class_name and all(
-            getattr(model, name) == value for name, value in self.fixed_hyperparameters.items()
+        return (
+            type(model).__name__ == self.class_name
+            and all(getattr(model, name) == value for name, value in self.fixed_hyperparameters.items())
+            and (getattr(model, "prior", None) is not None) == self.uses_prior
         )
 
 
+_CNN = "SpectraCNNClassifier"
 MODEL_KINDS: dict[str, ModelKind] = {
     kind.name: kind
     for kind in (
-        ModelKind("cnn-sg", "SpectraCNNClassifier", {"use_symmetry": True, "use_composition": False}),
-        ModelKind("cnn", "SpectraCNNClassifier", {"use_symmetry": False, "use_composition": False}),
-        ModelKind("cnn-sg-composition", "SpectraCNNClassifier", {"use_symmetry": True, "use_composition": True}),
-        ModelKind("svm-sg", "SVMClassifier"),
-        ModelKind("kmeans", "KMeansPCAClassifier"),
-        ModelKind("type-only", "TypeOnlyClassifier"),
+        ModelKind(
+            "cnn-sg", _CNN, {"use_symmetry": True, "use_composition": False}, "CNN-sg (spectra + symmetry)",
+            uses_symmetry=True, augmented=True,
+        ),
+        ModelKind(
+            "cnn", _CNN, {"use_symmetry": False, "use_composition": False}, "CNN (spectra only)", augmented=True
+        ),
+        ModelKind(
+            "cnn-sg-composition", _CNN, {"use_symmetry": True, "use_composition": True}, "CNN-sg + composition",
+            uses_symmetry=True, uses_composition=True, augmented=True,
+        ),
+        ModelKind(
+            "stacked", _CNN, {"use_symmetry": True, "use_composition": False}, "Prior + spectra (stacked)",
+            uses_symmetry=True, uses_composition=True, uses_prior=True, augmented=True,
+        ),
+        ModelKind("svm-sg", "SVMClassifier", label="SVM-sg", uses_symmetry=True),
+        ModelKind("kmeans", "KMeansPCAClassifier", label="k-means on PCA"),
+        ModelKind(
+            "type-only", "TypeOnlyClassifier", label="Type-only (composition + space group)",
+            uses_spectra=False, uses_symmetry=True, uses_composition=True,
+        ),
     )
-}
+}  # fmt: skip
 
 
 def make_model(kind: str, **hyperparameters: Any) -> SpectraClassifier:

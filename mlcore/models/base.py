@@ -109,7 +109,8 @@ class SpectraClassifier(BaseEstimator, ABC):
         manifest = {
             "class": type(self).__name__,
             "mlcore_version": __version__,
-            "params": self.get_params(),
+            # A nested fitted model (a stacked model's prior) is saved by _get_state.
+            "params": {k: v for k, v in self.get_params(deep=False).items() if not isinstance(v, SpectraClassifier)},
             "state": state,
         }
         write_artifact(path, manifest, arrays)

@@ -1,4 +1,5 @@
-"""Convolutional classifier over element-channel spectra (CNN, CNN-sg, CNN-sg+composition)."""
+"""Convolutional classifier over element-channel spectra (CNN, CNN-sg, CNN-sg+composition,
+and the stacked prior + spectra model)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from mlcore.models.cnn_architecture import CNNArchitecture, build_dense_cnn, bui
 from mlcore.symmetry import SYMMETRY_ONE_HOT_TABLE  # noqa: E402
 
 _BUILDERS = {"sparse": build_sparse_cnn, "dense": build_dense_cnn}
+#: Array names of an embedded prior inside a stacked model's artifact.
+PRIOR_PREFIX = "prior__"
 # The shared encoder is a layer called "spectrum_encoder" in the sparse model and is
 # wrapped per channel in the dense one; weights are copied between them by layer name.
 _ENCODER_NAMES = ("spectrum_encoder", "spectrum_encoder_per_channel")
@@ -53,6 +56,11 @@ class SpectraCNNClassifier(SpectraClassifier):
         Add the dense branch over the 269-long symmetry one-hot (CNN-sg).
     use_composition : bool, default False
         Add a dense branch over element fractions (CNN-sg+composition).
+    prior : SpectraClassifier with ``decision_function``, optional
+        A fitted composition + symmetry prior (a :class:`TypeOnlyClassifier`) whose
+        log-odds enter the network (the stacked prior + spectra model): at training and
+        at prediction the prior is evaluated on the same ``X``. Saved inside this
+        model's artifact, so the stacked model is one self-contained file.
     filters, kernel_size, n_conv_layers, pool_size : int
         Convolution stack: ``n_conv_layers`` x (Conv1D(filters, kernel_size) + ReLU +
         MaxPooling1D(pool_size)), shared by all element channels.
@@ -97,6 +105,7 @@ class SpectraCNNClassifier(SpectraClassifier):
         self,
         use_symmetry: bool = True,
         use_composition: bool = False,
+        prior: SpectraClassifier | None = None,
         filters: int = 8,
         kernel_size: int = 5,
         n_conv_layers: int = 2,
@@ -118,6 +127,7 @@ class SpectraCNNClassifier(SpectraClassifier):
     ) -> None:
         self.use_symmetry = use_symmetry
         self.use_composition = use_composition
+        self.prior = prior
         self.filters = filters
         self.kernel_size = kernel_size
         self.n_conv_layers = n_conv_layers
@@ -164,6 +174,8 @@ class SpectraCNNClassifier(SpectraClassifier):
         X = check_dataset(X)
         y, sample_weight = check_labels(X, y, sample_weight)
         self._check_hyperparameters(X.n_points)
+        if self.prior is not None and not hasattr(self.prior, "decision_function"):
+            raise ValueError("prior must be a fitted composition + symmetry model with decision_function()")
         self._check_composition(X)
         keras.utils.set_random_seed(self.random_state)
         if self.deterministic:
@@ -235,6 +247,7 @@ class SpectraCNNClassifier(SpectraClassifier):
             composition_width=N_ELEMENTS,
             use_symmetry=self.use_symmetry,
             use_composition=self.use_composition,
+            use_prior=self.prior is not None,
             filters=self.filters,
             kernel_size=self.kernel_size,
             n_conv_layers=self.n_conv_layers,
@@ -297,6 +310,9 @@ class SpectraCNNClassifier(SpectraClassifier):
         }
         if self.use_composition:
             per_material["composition"] = tf.constant(X.composition)
+        if self.prior is not None:
+            prior_logit = np.asarray(self.prior.decision_function(X), dtype=np.float32).reshape(-1, 1)
+            per_material["prior_logit"] = tf.constant(prior_logit)
         if y is not None:
             per_material["label"] = tf.constant(np.asarray(y, dtype=np.float32).reshape(-1, 1))
             per_material["weight"] = tf.constant(np.asarray(sample_weight, dtype=np.float32))
@@ -346,6 +362,8 @@ class SpectraCNNClassifier(SpectraClassifier):
             inputs["symmetry"] = tf.gather(tf.constant(SYMMETRY_ONE_HOT_TABLE), batch["space_group_row"])
         if self.use_composition:
             inputs["composition"] = batch["composition"]
+        if self.prior is not None:
+            inputs["prior_logit"] = batch["prior_logit"]
         if "label" not in batch:
             return inputs
         return inputs, batch["label"], batch["weight"]
@@ -382,9 +400,25 @@ class SpectraCNNClassifier(SpectraClassifier):
             "best_epoch": int(self.best_epoch_),
         }
         arrays = {f"weight_{i:03d}": weight for i, weight in enumerate(self.model_.get_weights())}
+        if self.prior is not None:
+            prior_state, prior_arrays = self.prior._get_state()
+            state["prior"] = {
+                "class": type(self.prior).__name__,
+                "params": self.prior.get_params(),
+                "state": prior_state,
+            }
+            arrays.update({f"{PRIOR_PREFIX}{name}": value for name, value in prior_arrays.items()})
         return state, arrays
 
     def _set_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
+        if "prior" in state:
+            from mlcore.models.type_only import TypeOnlyClassifier
+
+            if state["prior"]["class"] != TypeOnlyClassifier.__name__:
+                raise ValueError(f"unknown prior class {state['prior']['class']!r}")
+            prior_arrays = {k[len(PRIOR_PREFIX) :]: v for k, v in arrays.items() if k.startswith(PRIOR_PREFIX)}
+            self.prior = TypeOnlyClassifier.from_artifact(state["prior"], prior_arrays)
+            arrays = {k: v for k, v in arrays.items() if not k.startswith(PRIOR_PREFIX)}
         self.elements_ = element_indices(state["elements"])
         self.spectrum_length_ = int(state["spectrum_length"])
         self.history_ = state["history"]

@@ -10,6 +10,11 @@ Both formulations compute the same function (the paper's network):
   (``spectra_dense``, with dropout), optionally concatenated with a dense layer over
   the 269-long symmetry one-hot and one over the composition vector, then an 8-unit
   ``encoded`` layer and a sigmoid output.
+* With a prior (the stacked prior + spectra model), the network also receives the
+  log-odds of a composition + symmetry prior: the output is
+  ``sigmoid(spectral_logit(encoded) + prior_weight * prior_logit)``, with
+  ``prior_weight`` learned and starting at 1, so the spectra learn a correction to the
+  prior rather than the whole answer.
 
 The *dense* formulation (:func:`build_dense_cnn`) does exactly that on an input of
 shape (B, n_channels, L). Most rows are zero (about 3 of 81 elements are present),
@@ -167,6 +172,7 @@ class CNNArchitecture:
     symmetry_units: int
     composition_units: int
     encoded_units: int
+    use_prior: bool = False
 
     def spectrum_encoder(self) -> keras.Model:
         return build_spectrum_encoder(
@@ -180,6 +186,8 @@ class CNNArchitecture:
             extra["symmetry"] = keras.Input(shape=(SYMMETRY_WIDTH,), name="symmetry")
         if self.use_composition:
             extra["composition"] = keras.Input(shape=(self.composition_width,), name="composition")
+        if self.use_prior:
+            extra["prior_logit"] = keras.Input(shape=(1,), name="prior_logit")
         return extra
 
     def classifier_head(
@@ -196,7 +204,14 @@ class CNNArchitecture:
             )
         merged = layers.Concatenate(name="merged_branches")(branches) if len(branches) > 1 else branches[0]
         encoded = layers.Dense(self.encoded_units, activation="relu", name="encoded")(merged)
-        return layers.Dense(1, activation="sigmoid", name="probability")(encoded)
+        if "prior_logit" not in extra:
+            return layers.Dense(1, activation="sigmoid", name="probability")(encoded)
+        spectral_logit = layers.Dense(1, name="spectral_logit")(encoded)
+        prior_term = layers.Dense(1, use_bias=False, kernel_initializer="ones", name="prior_weight")(
+            extra["prior_logit"]
+        )
+        logit = layers.Add(name="logit")([spectral_logit, prior_term])
+        return layers.Activation("sigmoid", name="probability")(logit)
 
 
 def build_sparse_cnn(architecture: CNNArchitecture) -> keras.Model:
