@@ -18,7 +18,8 @@ compound of ``data/spectra/selection.csv`` or an earlier match are left out. The
 primitive cell is stored, so FEFF site indices refer to the stored structure.
 
 Writes ``data/structures/prototype_matches.jsonl`` in a class-balanced order
-(topological and trivial alternate while topological ones last), which
+(topological and trivial alternate while topological ones last; within a class the
+cheapest FEFF work first: fewest elements, then fewest sites), which
 ``bench/extend_bundled.py --structures`` computes and ``materials/bundled.py`` loads.
 """
 
@@ -132,6 +133,8 @@ def main(argv=None) -> int:
                     "structure": json.loads(json.dumps(primitive.as_dict())),
                 }
             )
+    for klass in matches:  # FEFF costs one run per element: the most compounds per hour first
+        matches[klass].sort(key=lambda record: (len(Composition(record["reduced_formula"])), record["n_sites"]))
     ordered = []
     for index in range(max(len(matches["topological"]), len(matches["trivial"]))):
         for klass in ("topological", "trivial"):
