@@ -1,8 +1,10 @@
 FROM python:3.11-slim
-ARG TENSORFLOW=tensorflow-cpu==2.21.0
+# The whole dependency tree, pinned (see README "Dependencies"); the GPU worker image builds with
+# --build-arg REQUIREMENTS=requirements-gpu.lock (tensorflow[and-cuda] of the same version).
+ARG REQUIREMENTS=requirements.lock
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
-COPY requirements.txt .
-RUN sed -i "s/^tensorflow-cpu==.*/${TENSORFLOW}/" requirements.txt && pip install -r requirements.txt
+COPY requirements.lock requirements-gpu.lock ./
+RUN pip install -r ${REQUIREMENTS}
 COPY . .
 EXPOSE 8000

@@ -7,16 +7,30 @@ ONLY ?=
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install browser demo test test-faults bench lint format serve worker clean
+.PHONY: install lock browser demo test test-faults bench lint format serve worker clean
 
-install: $(VENV)/.installed  ## create .venv and install requirements.txt (quick when nothing changed)
+install: $(VENV)/.installed  ## create .venv and install requirements.lock (quick when nothing changed)
 
-$(VENV)/.installed: requirements.txt
+# requirements.txt is the list people edit (top-level pins); requirements.lock pins the whole tree
+# and is what gets installed. `make lock` re-resolves it after requirements.txt changes.
+$(VENV)/.installed: requirements.lock requirements.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet -r requirements.lock
 	touch $@
+
+# Re-resolve the locks from requirements.txt with uv (in its own throwaway venv), keeping every
+# pin that still satisfies it; `make lock UPGRADE=1` takes the newest versions instead.
+# requirements-gpu.lock is the same with tensorflow[and-cuda] (the GPU worker image).
+UV_TOOLS := var/lock-tools
+UV_COMPILE = $(UV_TOOLS)/bin/uv pip compile --quiet --universal --python-version 3.11 \
+	--index-url https://pypi.org/simple --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
+lock:
+	test -x $(UV_TOOLS)/bin/uv || { $(PYTHON) -m venv $(UV_TOOLS) && $(UV_TOOLS)/bin/pip install --quiet uv==0.13.9; }
+	$(UV_COMPILE) requirements.txt -o requirements.lock
+	sed 's/^tensorflow-cpu==/tensorflow[and-cuda]==/' requirements.txt > var/requirements-gpu.txt
+	$(UV_COMPILE) var/requirements-gpu.txt -o requirements-gpu.lock
 
 # Browser tests drive Debian's Chromium (apt package `chromium`); Playwright never downloads a browser.
 browser:
