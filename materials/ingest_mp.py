@@ -248,12 +248,20 @@ def retry_delay(attempt: int, config: IngestConfig, retry_after: str | None = No
     return min(max(delay, 0.0), config.backoff_max_seconds)
 
 
+class RetriesExhausted(requests.HTTPError):
+    """A 429 or 5xx answer that persisted through every retry (its status in the message)."""
+
+
 class ThrottledRetryingAdapter(HTTPAdapter):
     """A transport adapter that throttles every request and retries 429, 5xx and
     connection errors (urllib3's own retries are off, so each retry is counted here).
 
-    When retries run out it returns the last response (mp-api turns its status into
-    an ``MPRestError``) or re-raises the last connection error.
+    When retries run out it raises ``RetriesExhausted`` (or re-raises the last
+    connection error) instead of returning the failed response: mp-api would turn
+    that response into an ``MPRestError`` whose text holds the URL, and it re-sends
+    the whole query, split, whenever that text contains "422" or "414", so a port
+    or an id with those digits (``mp-14221``) doubled the requests to a failing
+    server. mp-api wraps a ``RequestException`` into an ``MPRestError`` untouched.
     """
 
     def __init__(self, config: IngestConfig, throttle: Throttle, stats: HTTPStats, sleep=time.sleep):
@@ -275,8 +283,15 @@ class ThrottledRetryingAdapter(HTTPAdapter):
                 reason, retry_after = type(error).__name__, None
             else:
                 self.stats.statuses[response.status_code] += 1
-                if response.status_code not in RETRY_STATUSES or attempt >= retries:
+                if response.status_code not in RETRY_STATUSES:
                     return response
+                if attempt >= retries:
+                    response.close()
+                    raise RetriesExhausted(
+                        f"{_path(request.url)} answered HTTP {response.status_code} "
+                        f"after {retries} {'retry' if retries == 1 else 'retries'}",
+                        response=response,
+                    )
                 reason, retry_after = f"HTTP {response.status_code}", response.headers.get("Retry-After")
                 response.close()  # hand the connection back to the pool before waiting
             delay = retry_delay(attempt, self.config, retry_after)
@@ -654,6 +669,8 @@ class MPIngestion:
             # Our own call, through the throttled and retrying session: MPRester caches
             # the release per process, and a long-lived worker must see a new one.
             response = self._session.get(url, timeout=self.config.timeout_seconds)
+        except RetriesExhausted as error:
+            raise MPRequestError(f"{self.config.endpoint}: {error}") from None
         except requests.RequestException as error:
             raise MPRequestError(f"cannot reach the Materials Project API at {self.config.endpoint}: {error}") from None
         if response.status_code != 200:

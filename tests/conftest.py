@@ -65,6 +65,12 @@ def make_subset(target: Path, n_compounds: int = 6, n_extra_materiae: int = 40, 
     for folder in ("reference", "measured", "structures"):
         for path in (DATA / folder).iterdir():
             shutil.copy(path, target / folder / path.name)
+    # Structures matched to Materiae entries: only those of materials the subset holds.
+    matches = target / "structures" / "prototype_matches.jsonl"
+    if matches.exists():
+        kept_ids = {row["materiae_id"] for row in subset}
+        lines = [line for line in matches.read_text().splitlines() if json.loads(line)["materiae_id"] in kept_ids]
+        matches.write_text("".join(line + "\n" for line in lines))
     return target
 
 

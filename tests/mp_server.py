@@ -181,7 +181,10 @@ class Faults:
     missing_spectra: set[tuple[str, str]] = field(default_factory=set)  # (mp-id, element) left out
     truncated_spectrum: set[str] = field(default_factory=set)  # mp-ids whose first XAS doc loses points
     not_json: set[str] = field(default_factory=set)  # routes whose 200 answer is not JSON
-    delay_s: float = 0.0  # before answering each data request (lets a test kill a run midway)
+    delay_s: float = 0.0  # before answering each data request
+    # route → how many of its requests are answered before the rest wait until ``release()``:
+    # a run held there is stopped at a known point (a test kills it, or restarts its broker)
+    hold_after: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -196,13 +199,15 @@ class Served:
 class MPTestServer:
     """The server: ``with MPTestServer() as server: ... server.url ...``."""
 
-    def __init__(self, db_version: str = DB_VERSION, api_key: str = API_KEY):
+    def __init__(self, db_version: str = DB_VERSION, api_key: str = API_KEY, port_containing: str = ""):
         self.db_version, self.api_key = db_version, api_key
         self.summaries, self.xas = copy.deepcopy(documents())
         self.faults = Faults()
         self.log: list[Served] = []
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._gate = threading.Event()
+        self._held = 0
+        self._httpd = _bind(_handler_for(self), port_containing)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
@@ -216,6 +221,7 @@ class MPTestServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.release()
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
@@ -224,6 +230,28 @@ class MPTestServer:
         """The status of every answer on ``route``, in order."""
         with self._lock:
             return [served.status for served in self.log if served.route == route]
+
+    def held(self) -> int:
+        """How many requests have been held by ``faults.hold_after`` (still waiting or released)."""
+        with self._lock:
+            return self._held
+
+    def release(self) -> None:
+        """Answer every held request, and hold no more."""
+        with self._lock:
+            self.faults.hold_after = {}
+        self._gate.set()
+
+    def _hold(self, route: str) -> bool:
+        with self._lock:
+            left = self.faults.hold_after.get(route)
+            if left is None:
+                return False
+            if left > 0:
+                self.faults.hold_after[route] = left - 1
+                return False
+            self._held += 1
+            return True
 
     def counts(self) -> Counter:
         with self._lock:
@@ -252,6 +280,8 @@ class MPTestServer:
     def _answer(self, route: str | None, query: dict[str, str]) -> tuple[int, dict, bytes]:
         if route is None:
             return 404, {}, _json({"detail": "Not Found"})
+        if self._hold(route):
+            self._gate.wait()
         if route != "heartbeat" and self.faults.delay_s:
             time.sleep(self.faults.delay_s)
         if self._take(self.faults.rate_limit, route):
@@ -299,6 +329,20 @@ class MPTestServer:
         return docs
 
 
+def _bind(handler, port_containing: str = "") -> ThreadingHTTPServer:
+    """A server on an ephemeral port, or on the first free port whose digits contain
+    ``port_containing`` (a test can put chosen digits into every URL the client sees)."""
+    if not port_containing:
+        return ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    for port in range(1024, 65536):
+        if port_containing in str(port):
+            try:
+                return ThreadingHTTPServer(("127.0.0.1", port), handler)
+            except OSError:
+                continue
+    raise RuntimeError(f"no free port contains {port_containing!r}")
+
+
 def _page(docs: list[dict], query: dict[str, str]) -> dict:
     """Apply ``_skip``/``_limit``/``_fields`` the way MP's API does."""
     skip, limit = int(query.get("_skip", 0)), int(query.get("_limit", 100))
@@ -325,8 +369,11 @@ def _handler_for(server: MPTestServer):
             self.send_header("Content-Length", str(len(body)))
             for name, value in headers.items():
                 self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # a held request whose client was killed meanwhile
 
         def log_message(self, format, *args):  # keep pytest's output clean
             pass

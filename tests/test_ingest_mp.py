@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from io import StringIO
 
 import pytest
@@ -141,14 +142,17 @@ def test_ids_are_sent_in_chunks_of_the_configured_size(server, config):
 def test_requests_are_throttled_to_the_configured_rate(server):
     config = IngestConfig(api_key=API_KEY, endpoint=server.url, chunk_size=2, requests_per_second=5.0)
 
+    started = time.monotonic()  # the server runs in this process: one clock for both
     run(config, mp_ids=COMPLETE[:6])
 
-    arrivals = [served.at for served in server.log if served.route in ("summary", "xas")]
+    arrivals = [served.at - started for served in server.log if served.route in ("summary", "xas")]
     assert len(arrivals) == 6
-    # 5 requests/s: one every 0.2 s. Arrival times carry the machine's scheduling
-    # jitter, so each gap gets some slack and the whole span little.
-    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
-    assert min(gaps) >= 0.15 and arrivals[-1] - arrivals[0] >= 5 * 0.2 - 0.03
+    # 5 requests/s: the throttled heartbeat takes the slot at 0 s, data request k the one at
+    # 0.2·k s, and none may start before its slot. Only lower bounds are checked: scheduling
+    # delays on a loaded machine make a request arrive later than its slot, never earlier,
+    # whereas gaps between arrivals shrink when one request is delayed and the next is not
+    # (the cause of this test's old flakiness). Unthrottled, all six arrive within ~0.1 s.
+    assert [round(at, 3) >= round(0.2 * k, 3) for k, at in enumerate(arrivals, start=1)] == [True] * 6, arrivals
 
 
 # --- Faults ---------------------------------------------------------------------------------
@@ -175,8 +179,17 @@ def test_a_transient_500_is_retried(server, config):
     assert report.http.retries == 2 and report.materials_stored == len(COMPLETE)
 
 
+# mp-api re-sends a failed query, split, when its error text (which held the URL) contains
+# "422" or "414": with an ephemeral port such as 44221 this test once saw 7 XAS answers.
+# The port is pinned to such digits once, so that cause cannot come back unnoticed.
+@pytest.mark.parametrize("port_containing", ["", "422"], ids=["ephemeral-port", "port-with-422"])
 @pytest.mark.django_db
-def test_a_500_that_persists_stops_the_run_with_a_clear_error_keeping_earlier_chunks(server):
+def test_a_500_that_persists_stops_the_run_with_a_clear_error_keeping_earlier_chunks(port_containing):
+    with MPTestServer(port_containing=port_containing) as server:
+        check_a_persistent_500_stops_the_run(server)
+
+
+def check_a_persistent_500_stops_the_run(server):
     config = IngestConfig(api_key=API_KEY, endpoint=server.url, chunk_size=3, max_retries=2, **FAST)
 
     def break_after_first_chunk(stage, done, total):
@@ -192,6 +205,17 @@ def test_a_500_that_persists_stops_the_run_with_a_clear_error_keeping_earlier_ch
     server.faults.server_error = {}
     report = run(config)
     assert report.already_stored == 3 and Material.objects.count() == len(COMPLETE)
+
+
+@pytest.mark.django_db
+def test_a_heartbeat_failing_after_every_retry_is_a_clear_error(server):
+    config = IngestConfig(api_key=API_KEY, endpoint=server.url, max_retries=1, **FAST)
+    server.faults.server_error = {"heartbeat": -1}
+
+    with pytest.raises(MPRequestError, match=r"/heartbeat answered HTTP 500 after 1 retry"):
+        run(config)
+
+    assert server.statuses("heartbeat") == [500, 500] and Material.objects.count() == 0
 
 
 @pytest.mark.django_db
@@ -311,20 +335,22 @@ def test_killing_the_command_midway_and_rerunning_matches_an_uninterrupted_run(s
     run(config)
     uninterrupted = snapshot()
     Material.objects.all().delete()
-    server.faults.delay_s = 0.5  # slow enough to kill it between materials
+    # One material per chunk: the third summary request is held, so the command is killed
+    # while it waits for it, with exactly two materials stored (not "somewhere midway").
+    server.faults.hold_after = {"summary": 2}
     env = {key: value for key, value in os.environ.items() if key != "CELERY_BROKER_URL"}
     env.update(DATABASE_URL=test_database_url(), MP_API_KEY=API_KEY, MP_API_ENDPOINT=server.url)
     command = [sys.executable, "manage.py", "ingest_mp", "--mp-ids", *ALL_MP_IDS, "--chunk-size", "1"]
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: Material.objects.count() >= 2 or process.poll() is not None, timeout=180)
+        wait_for(lambda: server.held() or process.poll() is not None, timeout=180)
         process.kill()  # SIGKILL: no handler runs, an open transaction is rolled back
     finally:
         output = process.communicate(timeout=30)[0].decode(errors="replace")
     stored = Material.objects.count()
-    assert 2 <= stored < len(COMPLETE), output
+    assert stored == 2, output
 
-    server.faults.delay_s = 0.0
+    server.release()
     report = run(config)
 
     assert report.already_stored == stored
