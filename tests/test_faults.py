@@ -37,18 +37,12 @@ from django.db.models import Count
 
 from materials.models import Job, Material, ModelVersion, Prediction, Spectrum, Status, TrainingRun
 from tests.conftest import REPO, make_subset
-from tests.workers import celery_worker, wait_for
+from tests.workers import PrivateRedis, celery_worker, free_port, redirect_celery, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
 
 # --- Helpers: processes, a private Redis, a cuttable TCP proxy ------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def child_pids(pid: int) -> list[int]:
@@ -77,70 +71,6 @@ def log_file(process: subprocess.Popen) -> Path:
     return Path(os.readlink(f"/proc/{process.pid}/fd/1"))
 
 
-class PrivateRedis:
-    """A throwaway ``redis-server`` that persists every write (AOF, fsync always)."""
-
-    def __init__(self, directory: Path):
-        self.directory, self.port = directory, free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        command = [
-            shutil.which("redis-server"),
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--dir",
-            str(self.directory),
-        ]
-        log = open(self.directory / "redis.log", "a")  # noqa: SIM115 - the server owns it until stop()
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(self.ping, timeout=20, interval=0.1)
-
-    def ping(self) -> bool:
-        try:
-            return self.client().ping()
-        except Exception:  # not up yet
-            return False
-
-    def client(self):
-        import redis
-
-        return redis.Redis.from_url(self.url, socket_timeout=2)
-
-    def stop(self) -> None:
-        """A clean shutdown: Redis fsyncs its append-only file and exits."""
-        if self.process is None:
-            return
-        try:
-            self.client().shutdown()
-        except Exception:  # redis-py raises ConnectionError as the server goes
-            pass
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
-    def restart(self, down_s: float = 1.0) -> None:
-        self.stop()
-        time.sleep(down_s)
-        self.start()
-
-    def queue_lengths(self, *queues: str) -> dict[str, int]:
-        client = self.client()
-        return {queue: client.llen(queue) for queue in queues}
-
-
 @pytest.fixture(scope="module")
 def private_redis(tmp_path_factory):
     if shutil.which("redis-server") is None:
@@ -158,22 +88,9 @@ def broker(private_redis, monkeypatch):
     """Point this process's Celery app and every worker started here at the private Redis."""
     if connection.vendor != "postgresql":
         pytest.skip("a worker process cannot share SQLite's in-memory test database; set DATABASE_URL")
-    from screening.celery import app
-
-    saved = {key: app.conf[key] for key in ("broker_url", "task_always_eager")}
-    monkeypatch.setenv("CELERY_BROKER_URL", private_redis.url)  # tests.workers passes it to the worker
-
-    def reset_pools() -> None:
-        # kombu keeps one pool per broker URL: forget ours, the next send picks the URL's pool.
-        app._pool = None
-        app.amqp._producer_pool = None
-
-    app.conf.broker_url, app.conf.task_always_eager = private_redis.url, False
-    reset_pools()
     private_redis.client().flushall()
-    yield private_redis
-    app.conf.update(saved)
-    reset_pools()
+    with redirect_celery(private_redis.url, monkeypatch):
+        yield private_redis
 
 
 @pytest.fixture
@@ -219,25 +136,37 @@ def assert_artifacts_sound(media: Path) -> None:
 
 
 def test_kill_9_of_the_process_training_a_model_requeues_the_task_and_the_retry_finishes(bundled, broker, media):
-    """acks_late + reject_on_worker_lost: the pool process dies mid-epoch, the message goes
-    back on the queue, a fresh pool process trains again from the start, and the run ends
-    done with a complete artifact."""
+    """acks_late + reject_on_worker_lost: the pool process dies mid-task (training done, its
+    results not yet stored), the message goes back on the queue, a fresh pool process trains
+    again from the start, and the run ends done with a complete artifact.
+
+    The kill point is made certain, not raced: this test locks the model version's row
+    before the worker starts, so the task trains every epoch and then blocks on storing
+    its results (``version.save()``) until the kill. Polling for "epoch >= 1" and killing
+    raced a training that could finish between two polls."""
+    import psycopg
+
     from materials.training import request_training
+    from tests.workers import test_database_url
 
     env = {"MEDIA_ROOT": str(media)}
-    with celery_worker(queues=["train"], concurrency=1, extra_env=env) as (worker, _queue):
-        log = log_file(worker)
-        run = request_training("cnn", {"epochs": 6, "patience": 100})
-        wait_for(lambda: TrainingRun.objects.get(pk=run.pk).epoch >= 1, timeout=180)
-        midway = TrainingRun.objects.get(pk=run.pk)
-        assert midway.status == Status.RUNNING and midway.epoch < 6, (midway.status, midway.epoch)
-        pool = child_pids(worker.pid)
-        assert pool, "no pool process to kill"
-        kill_9(pool)
-        killed_at = time.time()
+    run = request_training("cnn", {"epochs": 6, "patience": 100})  # queued; no worker yet
+    with psycopg.connect(test_database_url()) as gate:
+        gate.execute("SELECT id FROM materials_modelversion WHERE id = %s FOR UPDATE", [run.model_version_id])
+        with celery_worker(queues=["train"], concurrency=1, extra_env=env) as (worker, _queue):
+            log = log_file(worker)
+            wait_for(lambda: blocked_on_lock('UPDATE "materials_modelversion"'), timeout=240)
+            midway = TrainingRun.objects.get(pk=run.pk)
+            assert midway.status == Status.RUNNING and midway.epoch >= 1, (midway.status, midway.epoch)
+            assert ModelVersion.objects.get(pk=run.model_version_id).status != ModelVersion.State.READY
+            pool = child_pids(worker.pid)
+            assert pool, "no pool process to kill"
+            kill_9(pool)
+            killed_at = time.time()
+            gate.rollback()  # the dead process's statement runs and its transaction is rolled back
 
-        run = wait_for(lambda: finished(TrainingRun, run.pk), timeout=240)
-        assert worker.poll() is None, "the worker itself died"
+            run = wait_for(lambda: finished(TrainingRun, run.pk), timeout=240)
+            assert worker.poll() is None, "the worker itself died"
     text = log.read_text(errors="replace")
     assert "signal 9 (SIGKILL)" in text and "WorkerLostError" in text, text[-3000:]
     assert run.status == Status.DONE, run.error  # retried from the start by the new pool process
@@ -246,6 +175,17 @@ def test_kill_9_of_the_process_training_a_model_requeues_the_task_and_the_retry_
     version = ModelVersion.objects.get(pk=run.model_version_id)
     assert version.status == ModelVersion.State.READY
     assert_artifacts_sound(media)
+
+
+def blocked_on_lock(statement: str) -> bool:
+    """Whether a backend of the test database is waiting for a lock to run ``statement…``."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND query LIKE %s",
+            [statement + "%"],
+        )
+        return cursor.fetchone()[0] > 0
 
 
 def test_a_bundle_write_killed_midway_leaves_no_artifact_and_its_leftovers_are_swept(tmp_path, settings):
@@ -326,7 +266,7 @@ def test_killing_the_whole_worker_during_ingestion_a_new_worker_finishes_it_with
     (unique constraints on mp_id and on (material, element, edge, source)).
     ``tests/test_ingest_mp.py`` kills the *command* the same way."""
     from materials.ingest_mp import IngestConfig, MPIngestion
-    from tests.mp_server import ALL_MP_IDS, API_KEY, COMPLETE, MPTestServer, documents
+    from tests.mp_server import ALL_MP_IDS, API_KEY, MPTestServer, documents
     from tests.test_ingest_mp import FAST, snapshot
 
     documents()
@@ -335,7 +275,9 @@ def test_killing_the_whole_worker_during_ingestion_a_new_worker_finishes_it_with
         uninterrupted = snapshot()
         Material.objects.all().delete()
 
-        server.faults.delay_s = 0.5  # slow enough to kill it between materials
+        # One material per chunk, the third summary request held: the worker is killed while it
+        # waits for it, with exactly two materials stored.
+        server.faults.hold_after = {"summary": 2}
         env = {"MP_API_KEY": API_KEY, "MP_API_ENDPOINT": server.url}
         job = Job.objects.create(
             kind=Job.Kind.INGEST_MP, parameters={"mp_ids": list(ALL_MP_IDS), "options": {**FAST, "chunk_size": 1}}
@@ -345,15 +287,15 @@ def test_killing_the_whole_worker_during_ingestion_a_new_worker_finishes_it_with
 
         enqueue_on_commit(ingest_mp, job.pk)
         with celery_worker(queues=["ingest"], extra_env=env) as (worker, _queue):
-            wait_for(lambda: Material.objects.count() >= 2, timeout=120)
+            wait_for(server.held, timeout=120)
             kill_9([*child_pids(worker.pid), worker.pid])
             worker.wait(timeout=10)
         stored = Material.objects.count()
-        assert 2 <= stored < len(COMPLETE)
+        assert stored == 2
         assert Job.objects.get(pk=job.pk).status == Status.RUNNING  # nobody is left to say otherwise
         assert broker.client().hlen("unacked") == 1  # the message is not lost: Redis holds it
 
-        server.faults.delay_s = 0.0  # it was delivered seconds ago: older than the new worker's visibility timeout
+        server.release()  # the message was delivered seconds ago: older than the new worker's visibility timeout
         with celery_worker(queues=["ingest"], extra_env={**env, "CELERY_VISIBILITY_TIMEOUT": "5"}):
             job = wait_for(lambda: finished(Job, job.pk), timeout=120)
     assert job.status == Status.DONE, job.error
@@ -393,12 +335,13 @@ def test_redis_restarting_with_tasks_queued_and_in_flight_loses_none_and_runs_ea
     assert broker.queue_lengths("default", "ingest") == {"default": 4, "ingest": 1}
 
     with MPTestServer() as server:
-        server.faults.delay_s = 0.4
+        server.faults.hold_after = {"summary": 1}  # the ingestion stops after its first material
         env = {"MP_API_KEY": API_KEY, "MP_API_ENDPOINT": server.url}
         with celery_worker(queues=["default", "ingest"], concurrency=1, extra_env=env) as (worker, _queue):
             log = log_file(worker)
-            wait_for(lambda: Material.objects.count() >= 1, timeout=120)  # the ingestion is in flight
+            wait_for(server.held, timeout=120)  # the ingestion is in flight, for certain
             broker.restart(down_s=2.0)
+            server.release()
             for job in [*quick, slow]:
                 wait_for(lambda job=job: finished(Job, job.pk), timeout=180)
             assert worker.poll() is None, log.read_text(errors="replace")[-3000:]

@@ -13,7 +13,7 @@ from materials.bundled import load_bundled
 from materials.models import Job, Material, ModelVersion, Prediction, Status, TrainingRun
 from materials.training import request_training
 from tests.conftest import make_subset
-from tests.workers import celery_worker, wait_for
+from tests.workers import celery_worker, private_broker, wait_for  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,17 +35,22 @@ def bundled(tmp_path):
     load_bundled(make_subset(tmp_path / "data", n_compounds=30, n_extra_materiae=150))
 
 
-def workers():
-    if os.environ.get("CELERY_BROKER_URL"):
-        return celery_worker(queues=["train", "classify", "default"], concurrency=2)
-    return nullcontext()
+@pytest.fixture
+def workers(request):
+    """Real workers on the app's own queues when a broker is configured, on a private Redis
+    server: on the shared broker they would take other runs' tasks (another test run, a
+    developer's `make worker`) and leave theirs to them."""
+    if not os.environ.get("CELERY_BROKER_URL"):
+        return nullcontext
+    request.getfixturevalue("private_broker")
+    return lambda: celery_worker(queues=["train", "classify", "default"], concurrency=2)
 
 
 def finished(model, pk):
     return model.objects.filter(pk=pk, status__in=[Status.DONE, Status.FAILED]).first()
 
 
-def test_retrain_promote_and_classify_from_the_admin(bundled, staff_client):
+def test_retrain_promote_and_classify_from_the_admin(bundled, staff_client, workers):
     changelist = reverse("admin:materials_modelversion_changelist")
     with workers():
         first = request_training("type-only", {"max_iter": 50})
