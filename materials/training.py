@@ -26,7 +26,7 @@ from django.utils import timezone
 
 import mlcore
 from materials.arrays import MaterialRecords, load_records
-from materials.artifacts import ModelBundle, write_bundle
+from materials.artifacts import ModelBundle, read_bundle, write_bundle
 from materials.models import (
     Dataset,
     ElementMetric,
@@ -36,19 +36,16 @@ from materials.models import (
     TrainingRun,
 )
 from mlcore import evaluate
-from mlcore.data import composition_matrix
 from mlcore.elements import ELEMENTS
-from mlcore.models import make_model
-from mlcore.preprocess import SpectrumPreprocessor
+from mlcore.models import MODEL_KINDS, make_model
 from mlcore.split import element_balanced_split
-from mlcore.weights import sample_weights
+from mlcore.training import FittedModel, fit_model, hyperparameters_for, model_inputs
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SPLIT = "bundled-element-balanced-seed0"
-SPECTRAL_KINDS = {"cnn-sg", "cnn", "cnn-sg-composition", "svm-sg", "kmeans"}
-AUGMENTED_KINDS = {"cnn-sg", "cnn", "cnn-sg-composition"}
-SHIFTS_EV = (-1.0, 0.0, 1.0)
+#: The split the app trains on unless told otherwise (seed 0 of the benchmark's splits).
+DEFAULT_SPLIT = "bundled-element-balanced-v2-seed0"
+SPECTRAL_KINDS = frozenset(name for name, kind in MODEL_KINDS.items() if kind.uses_spectra)
 KNOWN_ELEMENTS = frozenset(ELEMENTS)
 LIBRARIES = ("numpy", "scipy", "scikit-learn", "tensorflow-cpu", "tensorflow", "keras", "pymatgen", "Django")
 
@@ -74,7 +71,7 @@ def usable_materials():
 
 
 @transaction.atomic
-def get_or_create_split(name: str = DEFAULT_SPLIT, seed: int = 0) -> Dataset:
+def get_or_create_split(name: str = DEFAULT_SPLIT, seed: int | None = None) -> Dataset:
     """The named split, created with the paper's element-balanced procedure if new.
 
     A stored split is reused as it is: its assignments are data, so a model trained
@@ -83,6 +80,8 @@ def get_or_create_split(name: str = DEFAULT_SPLIT, seed: int = 0) -> Dataset:
     existing = Dataset.objects.filter(name=name).first()
     if existing is not None:
         return existing
+    if seed is None:  # "...-seed3" names its seed
+        seed = int(name.rsplit("seed", 1)[1]) if name.rsplit("seed", 1)[-1].isdigit() else 0
     records = load_records(queryset=usable_materials(), with_spectra=False)
     if len(records) < 10 or len(set(records.labels.tolist())) < 2:
         raise ValueError(
@@ -133,7 +132,7 @@ def request_training(
 
     if kind not in ModelVersion.Kind.values:
         raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(ModelVersion.Kind.values)}")
-    hyperparameters = dict(hyperparameters or {})
+    hyperparameters = hyperparameters_for(kind, hyperparameters)  # the run records the defaults it used
     make_model(kind, **hyperparameters)  # invalid names fail here, before anything is stored
     with transaction.atomic():
         dataset = dataset or get_or_create_split()
@@ -146,102 +145,96 @@ def request_training(
 
 
 @dataclass
-class PreparedData:
-    train: object
-    y_train: np.ndarray
-    w_train: np.ndarray | None
-    validation: object
-    y_validation: np.ndarray
-    test: object
-    y_test: np.ndarray
-    test_records: MaterialRecords
-    validation_records: MaterialRecords
-    preprocessor: SpectrumPreprocessor | None
-    dataset_hash: str
+class SplitRecords:
+    """One split's materials as records (see :mod:`mlcore.training`)."""
+
+    train: MaterialRecords
+    validation: MaterialRecords
+    test: MaterialRecords
 
 
-def prepare_data(kind: str, dataset: Dataset) -> PreparedData:
-    """Arrays for one model kind on one split (preprocessor fitted on train only)."""
+def split_records(dataset: Dataset) -> SplitRecords:
+    """The spectral models' training, validation and test materials of a split."""
     ids = split_ids(dataset)
-    validation = load_records(ids["validation"])
-    test = load_records(ids["test"])
-    if kind in SPECTRAL_KINDS:
-        train = load_records(ids["train"])
-    else:
-        # The type-only baseline needs no spectra, so it learns from every labelled
-        # material outside this split's validation and test sets.
-        # Another entry of the same compound (same reduced formula and space group,
-        # e.g. a second mp-id) would leak the held-out answer, so those go too.
-        held_out = set(ids["validation"]) | set(ids["test"])
-        held_out_compounds = set(
-            Material.objects.filter(pk__in=held_out).values_list("reduced_formula", "space_group_number")
-        )
-        candidates = Material.objects.labelled().exclude(space_group_number=None).order_by("id")
-        train_ids = [
-            pk
-            for pk, elements, formula, number in candidates.values_list(
-                "id", "elements", "reduced_formula", "space_group_number"
-            )
-            if pk not in held_out
-            and (formula, number) not in held_out_compounds
-            and set(elements) <= KNOWN_ELEMENTS  # the Arsenal lists Rf, outside the vocabulary
-        ]
-        train = load_records(train_ids, with_spectra=False)
-    if kind not in SPECTRAL_KINDS:
-        # The baseline balances classes itself (class_weight="balanced").
-        return PreparedData(
-            train=_composition_only(train),
-            y_train=train.labels,
-            w_train=None,
-            validation=_composition_only(validation),
-            y_validation=validation.labels,
-            test=_composition_only(test),
-            y_test=test.labels,
-            test_records=test,
-            validation_records=validation,
-            preprocessor=None,
-            dataset_hash=dataset_hash(train),
-        )
-    weights = sample_weights(train.element_sets(), train.labels)
-    preprocessor = SpectrumPreprocessor().fit(train.spectra)
-    if kind in AUGMENTED_KINDS:
-        train_arrays, source_rows = preprocessor.shift_augment(
-            train.spectra, train.space_groups, train.compositions, shifts_ev=SHIFTS_EV
-        )
-    else:
-        train_arrays = preprocessor.transform(train.spectra, train.space_groups, train.compositions)
-        source_rows = np.arange(len(train))
-    return PreparedData(
-        train=train_arrays,
-        y_train=train.labels[source_rows],
-        w_train=weights[source_rows],
-        validation=transform_records(preprocessor, validation),
-        y_validation=validation.labels,
-        test=transform_records(preprocessor, test),
-        y_test=test.labels,
-        test_records=test,
-        validation_records=validation,
-        preprocessor=preprocessor,
-        dataset_hash=dataset_hash(train),
+    return SplitRecords(*(load_records(ids[subset]) for subset in ("train", "validation", "test")))
+
+
+def catalogue_training_records(dataset: Dataset) -> MaterialRecords:
+    """The catalogue prior's training set: every labelled material with a space group
+    except those sharing a reduced formula with any validation or test material of the
+    split (any polymorph of a held-out compound would leak its answer)."""
+    ids = split_ids(dataset)
+    held_out = set(ids["validation"]) | set(ids["test"])
+    held_out_formulas = set(Material.objects.filter(pk__in=held_out).values_list("reduced_formula", flat=True))
+    candidates = Material.objects.labelled().exclude(space_group_number=None).order_by("id")
+    train_ids = [
+        pk
+        for pk, elements, formula in candidates.values_list("id", "elements", "reduced_formula")
+        if pk not in held_out
+        and formula not in held_out_formulas
+        and set(elements) <= KNOWN_ELEMENTS  # the Arsenal lists Rf, outside the vocabulary
+    ]
+    return load_records(train_ids, with_spectra=False)
+
+
+def catalogue_prior(dataset: Dataset, records: SplitRecords, progress_callback=None):
+    """The split's catalogue prior: the newest ready type-only model of this split, or
+    one fitted now (the same computation) when none is stored."""
+    stored = (
+        ModelVersion.objects.filter(dataset=dataset, kind=ModelVersion.Kind.TYPE_ONLY, status=ModelVersion.State.READY)
+        .exclude(artifact="")
+        .order_by("-pk")
+        .first()
     )
+    if stored is not None:
+        return read_bundle(stored.artifact.name, stored.artifact_sha256).model
+    train = catalogue_training_records(dataset)
+    return fit_model("type-only", train, records.validation, progress_callback=progress_callback).model
 
 
-def transform_records(preprocessor: SpectrumPreprocessor | None, records: MaterialRecords):
-    if preprocessor is None:
-        return _composition_only(records)
-    return preprocessor.transform(records.spectra, records.space_groups, records.compositions)
+def fit_for_split(kind: str, dataset: Dataset, hyperparameters: dict | None = None, progress_callback=None):
+    """Fit one model of ``kind`` on a stored split, the one training path of the app.
 
-
-def _composition_only(records: MaterialRecords):
-    from mlcore.data import MaterialSpectra
-
-    return MaterialSpectra(
-        material_index=np.zeros(0, dtype=np.int64),
-        element_index=np.zeros(0, dtype=np.int64),
-        spectra=np.zeros((0, 200), dtype=np.float32),
-        space_group=records.space_groups,
-        composition=composition_matrix(records.compositions),
+    Returns the fitted model and the split's records.
+    """
+    records = split_records(dataset)
+    prior = None
+    if MODEL_KINDS[kind].uses_prior:
+        prior = catalogue_prior(dataset, records)
+    train = records.train if MODEL_KINDS[kind].uses_spectra else catalogue_training_records(dataset)
+    fitted = fit_model(
+        kind,
+        train,
+        records.validation,
+        hyperparameters=hyperparameters,
+        prior=prior,
+        progress_callback=progress_callback,
     )
+    return fitted, records
+
+
+#: Training order of "every kind": the catalogue prior first, so the stacked model reads it.
+EVERY_KIND = ("type-only", "cnn-sg", "cnn", "cnn-sg-composition", "stacked", "svm-sg", "kmeans")
+
+
+def validation_score(version: ModelVersion) -> tuple[float, float]:
+    """How production is chosen: validation ROC AUC, then validation topological F1
+    (never a test figure)."""
+    validation = (version.metrics or {}).get("validation", {})
+    return (validation.get("roc_auc") or 0.0, validation.get("topological_f1") or 0.0)
+
+
+def best_by_validation(versions) -> ModelVersion:
+    """The ready model with the best :func:`validation_score`."""
+    ready = [v for v in versions if v.status == ModelVersion.State.READY]
+    if not ready:
+        raise ValueError("no trained model to choose from")
+    return max(ready, key=lambda version: (validation_score(version), -version.pk))
+
+
+def transform_records(preprocessor, records: MaterialRecords):
+    """Model inputs of ``records`` (see :func:`mlcore.training.model_inputs`)."""
+    return model_inputs(preprocessor, records)
 
 
 def train_model_version(run_id: int) -> None:
@@ -249,9 +242,7 @@ def train_model_version(run_id: int) -> None:
     run = TrainingRun.objects.select_related("model_version__dataset").get(pk=run_id)
     version = run.model_version
     dataset = version.dataset or get_or_create_split()
-    prepared = prepare_data(version.kind, dataset)
-    model = make_model(version.kind, **version.hyperparameters)
-    total_epochs = int(getattr(model, "epochs", 1) or 1)
+    total_epochs = int(hyperparameters_for(version.kind, version.hyperparameters).get("epochs", 1))
     TrainingRun.objects.filter(pk=run.pk).update(total_epochs=total_epochs, history=[], epoch=0)
 
     def on_epoch(epoch: int, total: int, logs: dict) -> None:
@@ -269,20 +260,15 @@ def train_model_version(run_id: int) -> None:
             progress_message=message,
         )
 
-    model.fit(
-        prepared.train,
-        prepared.y_train,
-        sample_weight=prepared.w_train,
-        validation_data=(prepared.validation, prepared.y_validation),
-        progress_callback=on_epoch,
-    )
-    p_validation = model.predict_proba(prepared.validation)
-    p_test = model.predict_proba(prepared.test)
-    threshold = float(evaluate.choose_threshold(prepared.y_validation, p_validation))
-    metrics = evaluation_metrics(version.kind, model, prepared, p_validation, p_test, threshold)
+    fitted, records = fit_for_split(version.kind, dataset, version.hyperparameters, progress_callback=on_epoch)
+    model = fitted.model
+    p_validation = fitted.predict_proba(records.validation)
+    p_test = fitted.predict_proba(records.test)
+    threshold = float(evaluate.choose_threshold(records.validation.labels, p_validation))
+    metrics = evaluation_metrics(fitted, records, p_validation, p_test, threshold)
     relative, sha = write_bundle(
         f"models/model-{version.pk}-{timezone.now():%Y%m%d%H%M%S}.zip",
-        ModelBundle(kind=version.kind, model=model, preprocessor=prepared.preprocessor),
+        ModelBundle(kind=version.kind, model=model, preprocessor=fitted.preprocessor),
     )
     with transaction.atomic():
         version.artifact.name = relative
@@ -291,50 +277,62 @@ def train_model_version(run_id: int) -> None:
         version.metrics = metrics
         version.dataset = dataset
         version.split_hash = dataset.content_hash
-        version.dataset_hash = prepared.dataset_hash
+        version.dataset_hash = dataset_hash(records.train)
         version.code_version = code_version()
         version.library_versions = library_versions()
         version.status = ModelVersion.State.READY
         version.save()
-        store_element_metrics(version, prepared, p_validation, p_test, threshold)
+        store_element_metrics(version, records, p_validation, p_test, threshold)
         history = getattr(model, "history_", None)
         if history:
             TrainingRun.objects.filter(pk=run.pk).update(history=_jsonable(history))
 
 
-def evaluation_metrics(kind, model, prepared: PreparedData, p_validation, p_test, threshold) -> dict:
-    """Everything the pages and API show about a model, as plain JSON."""
+def evaluation_metrics(fitted: FittedModel, records: SplitRecords, p_validation, p_test, threshold) -> dict:
+    """Everything the pages, the API and the benchmark report about a model, as plain JSON.
+
+    Test metrics at the validation-chosen threshold and at 0.5, with each subset's
+    prevalence (precision and F1 depend on it), and every test probability by material
+    id, so models of one split can be compared pairwise on the same compounds.
+    """
+    y_validation, y_test = records.validation.labels, records.test.labels
     metrics = {
         "threshold": threshold,
-        "n": {
-            "train": int(len(prepared.y_train)),
-            "validation": int(len(prepared.y_validation)),
-            "test": int(len(prepared.y_test)),
+        "n": {"train": fitted.n_train, "validation": int(len(y_validation)), "test": int(len(y_test))},
+        "prevalence": {
+            subset: float(np.mean(getattr(records, subset).labels)) if len(getattr(records, subset)) else None
+            for subset in ("train", "validation", "test")
         },
-        "test": evaluate.classification_report(prepared.y_test, p_test, threshold),
-        "test_ci": evaluate.bootstrap_ci(prepared.y_test, p_test, threshold, random_state=0),
-        "validation": evaluate.classification_report(prepared.y_validation, p_validation, threshold),
-        "roc": evaluate.roc_points(prepared.y_test, p_test),
-        "validation_roc": evaluate.roc_points(prepared.y_validation, p_validation),
+        "test": evaluate.classification_report(y_test, p_test, threshold),
+        "test_at_half": evaluate.classification_report(y_test, p_test, 0.5),
+        "test_ci": evaluate.bootstrap_ci(y_test, p_test, threshold, random_state=0),
+        "validation": evaluate.classification_report(y_validation, p_validation, threshold),
+        "roc": evaluate.roc_points(y_test, p_test),
+        "validation_roc": evaluate.roc_points(y_validation, p_validation),
+        "test_predictions": {
+            "material_id": records.test.material_ids.tolist(),
+            "label": y_test.tolist(),
+            "probability": np.asarray(p_test).tolist(),
+        },
     }
-    if hasattr(model, "encode"):
-        projection = evaluate.project_encoded(model.encode(prepared.test))
+    if hasattr(fitted.model, "encode"):
+        projection = evaluate.project_encoded(fitted.model.encode(fitted.arrays(records.test)))
         metrics["projection"] = {
             "x": projection[:, 0].tolist(),
             "y": projection[:, 1].tolist(),
-            "label": prepared.y_test.tolist(),
+            "label": y_test.tolist(),
             "probability": np.asarray(p_test).tolist(),
         }
     return _jsonable(metrics)
 
 
-def store_element_metrics(version, prepared: PreparedData, p_validation, p_test, threshold) -> None:
+def store_element_metrics(version, records: SplitRecords, p_validation, p_test, threshold) -> None:
     rows = []
-    for subset, records, y, p in (
-        ("validation", prepared.validation_records, prepared.y_validation, p_validation),
-        ("test", prepared.test_records, prepared.y_test, p_test),
+    for subset, subset_records, p in (
+        ("validation", records.validation, p_validation),
+        ("test", records.test, p_test),
     ):
-        for entry in evaluate.per_element_metrics(records.element_sets(), y, p, threshold):
+        for entry in evaluate.per_element_metrics(subset_records.element_sets(), subset_records.labels, p, threshold):
             rows.append(
                 ElementMetric(
                     model_version=version,

@@ -257,19 +257,26 @@ def paired_bootstrap_difference(
         ``{"metric", "difference", "low", "high", "p_not_better"}``; ``p_not_better``
         is the fraction of resamples in which the model is not better than the baseline.
     """
-    if metric not in METRIC_NAMES or metric == "roc_auc":
-        raise ValueError(f"metric must be one of {METRIC_NAMES[:-1]}, got {metric!r}")
+    if metric not in METRIC_NAMES:
+        raise ValueError(f"metric must be one of {METRIC_NAMES}, got {metric!r}")
     labels, first = _check(y, p_model)
     _, second = _check(y, p_baseline)
-    point = (
-        _count_metrics(labels, (first >= threshold_model).astype(np.int64))[metric]
-        - _count_metrics(labels, (second >= threshold_baseline).astype(np.int64))[metric]
-    )
     rng = np.random.default_rng(random_state)
     samples = rng.integers(0, labels.size, size=(n_boot, labels.size))
     resampled_labels = labels[samples]
-    model_scores = _count_metrics(resampled_labels, (first[samples] >= threshold_model).astype(np.int64))[metric]
-    baseline_scores = _count_metrics(resampled_labels, (second[samples] >= threshold_baseline).astype(np.int64))[metric]
+    if metric == "roc_auc":  # threshold-free: the thresholds are not used
+        point = _roc_auc(labels, first) - _roc_auc(labels, second)
+        model_scores = np.array([_roc_auc(resampled_labels[b], first[samples[b]]) for b in range(n_boot)])
+        baseline_scores = np.array([_roc_auc(resampled_labels[b], second[samples[b]]) for b in range(n_boot)])
+    else:
+        point = (
+            _count_metrics(labels, (first >= threshold_model).astype(np.int64))[metric]
+            - _count_metrics(labels, (second >= threshold_baseline).astype(np.int64))[metric]
+        )
+        model_scores = _count_metrics(resampled_labels, (first[samples] >= threshold_model).astype(np.int64))[metric]
+        baseline_scores = _count_metrics(resampled_labels, (second[samples] >= threshold_baseline).astype(np.int64))[
+            metric
+        ]
     differences = model_scores - baseline_scores
     differences = differences[np.isfinite(differences)]
     tail = (1.0 - confidence) / 2.0 * 100.0

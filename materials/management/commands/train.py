@@ -4,14 +4,30 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from materials.models import Dataset, ModelVersion, Status, TrainingRun
-from materials.training import DEFAULT_SPLIT, get_or_create_split, promote, request_training
+from materials.training import (
+    DEFAULT_SPLIT,
+    EVERY_KIND,
+    best_by_validation,
+    get_or_create_split,
+    promote,
+    request_training,
+    validation_score,
+)
 
 
 class Command(BaseCommand):
-    help = "Train a model version on a stored split and print its test metrics."
+    help = (
+        "Train a model version (or every kind, --kind all) on a stored split and print its test metrics; "
+        "--promote makes the trained model (with --kind all: the best by validation score) production."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("--kind", required=True, choices=ModelVersion.Kind.values)
+        parser.add_argument(
+            "--kind",
+            required=True,
+            choices=[*ModelVersion.Kind.values, "all"],
+            help="a model kind, or 'all' for every kind in turn (the catalogue prior first)",
+        )
         parser.add_argument("--epochs", type=int, help="training epochs (neural models)")
         parser.add_argument("--split", default=DEFAULT_SPLIT, help=f"split name (default {DEFAULT_SPLIT})")
         parser.add_argument("--seed", type=int, default=0, help="seed of a new split and of the model")
@@ -36,19 +52,33 @@ class Command(BaseCommand):
                 hyperparameters[name] = value
         if epochs is not None:
             hyperparameters["epochs"] = epochs
+        kinds = EVERY_KIND if kind == "all" else (kind,)
         try:
             dataset = Dataset.objects.filter(name=split).first() or get_or_create_split(split, seed=seed)
-            run = request_training(kind, hyperparameters, dataset=dataset)
         except (ValueError, TypeError) as error:
             raise CommandError(str(error)) from None
-        run = self.wait(run)
-        if run.status != Status.DONE:
-            raise CommandError(f"training failed: {run.error}")
-        version = run.model_version
-        version.refresh_from_db()
-        self.print_metrics(version)
+        versions = []
+        for name in kinds:
+            started = time.perf_counter()
+            try:
+                run = request_training(name, hyperparameters, dataset=dataset)
+            except (ValueError, TypeError) as error:
+                raise CommandError(str(error)) from None
+            run = self.wait(run)
+            if run.status != Status.DONE:
+                raise CommandError(f"training {name} failed: {run.error}")
+            version = run.model_version
+            version.refresh_from_db()
+            self.print_metrics(version, time.perf_counter() - started)
+            versions.append(version)
         if promote_after:
-            self.stdout.write(self.style.SUCCESS(f"promoted {promote(version.pk)} to production"))
+            chosen = best_by_validation(versions)
+            if len(versions) > 1:
+                auc, f1 = validation_score(chosen)
+                self.stdout.write(
+                    f"best by validation: {chosen.kind} (validation ROC AUC {auc:.3f}, topological F1 {f1:.3f})"
+                )
+            self.stdout.write(self.style.SUCCESS(f"promoted {promote(chosen.pk)} to production"))
 
     def wait(self, run: TrainingRun) -> TrainingRun:
         last = ""
@@ -61,12 +91,13 @@ class Command(BaseCommand):
                 return run
             time.sleep(1)
 
-    def print_metrics(self, version: ModelVersion) -> None:
+    def print_metrics(self, version: ModelVersion, seconds: float | None = None) -> None:
         metrics = version.metrics
+        took = f", {seconds:.0f} s" if seconds is not None else ""
         self.stdout.write(
             self.style.SUCCESS(
                 f"model {version.pk} ({version.kind}) on split {version.dataset.name} [{version.split_hash[:10]}], "
-                f"threshold {version.threshold:.3f}, n={metrics['n']}"
+                f"threshold {version.threshold:.3f}, n={metrics['n']}{took}"
             )
         )
         for target in ("topological", "trivial"):
