@@ -147,12 +147,24 @@ def material_conditions(filters: dict, prefix: str = "material__", keys: list[st
         condition &= Q(**{f"{prefix}space_group_number": filters["space_group"]})
     if filters.get("crystal_system"):
         condition &= Q(**{f"{prefix}crystal_system": filters["crystal_system"]})
-    label = filters.get("label")
-    if label:
+    label = filters.get("label")  # "unlabelled", "labelled", a class, or "all"/None: no condition
+    if label == "labelled":
+        condition &= ~Q(**{f"{prefix}label": ""})
+    elif label and label != "all":
         condition &= Q(**{f"{prefix}label": "" if label == "unlabelled" else label})
     if filters.get("source"):
         condition &= Q(**{f"{prefix}source": filters["source"]})
     return condition
+
+
+def label_links(query, current: str) -> list[dict]:
+    """One link per label status, keeping the page's other filters: candidates, all, labelled."""
+    links = []
+    for value, text in (("unlabelled", "Candidates (unlabelled)"), ("all", "All"), ("labelled", "Labelled (known)")):
+        params = query.copy()
+        params["label"] = value
+        links.append({"value": value, "text": text, "query": params.urlencode(), "current": value == current})
+    return links
 
 
 def selected_material_ids(filters: dict, using: str = "default") -> list[int] | None:

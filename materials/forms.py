@@ -15,11 +15,15 @@ from materials.figures import ATOMIC_NUMBER
 from materials.models import Material
 
 CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic")
+# A candidate is a material no catalogue (nor a user) has labelled: the default view. Known
+# materials, labelled ones, stay one choice away.
+DEFAULT_LABEL_STATUS = "unlabelled"
 LABEL_STATUS = (
-    ("", "any"),
+    ("unlabelled", "unlabelled (candidates)"),
+    ("all", "all materials"),
+    ("labelled", "labelled (known)"),
     ("topological", "labelled topological"),
     ("trivial", "labelled trivial"),
-    ("unlabelled", "unlabelled"),
 )
 _CANONICAL = {symbol.lower(): symbol for symbol in ATOMIC_NUMBER}
 
@@ -44,7 +48,8 @@ def parse_elements(text: str) -> list[str]:
 
 
 class CandidateFilterForm(forms.Form):
-    """Filters of /candidates/ (GET). Every field is optional; an empty form ranks everything."""
+    """Filters of /candidates/ (GET). Every field is optional; an empty form ranks the
+    unlabelled materials (``label`` defaults to "unlabelled"; "all" ranks everything)."""
 
     include = forms.CharField(
         required=False,
@@ -82,6 +87,9 @@ class CandidateFilterForm(forms.Form):
     )
     label = forms.ChoiceField(required=False, choices=LABEL_STATUS, label="Label status")
     source = forms.ChoiceField(required=False, choices=[("", "any")] + list(Material.Source.choices), label="Source")
+
+    def clean_label(self) -> str:
+        return self.cleaned_data.get("label") or DEFAULT_LABEL_STATUS
 
     def clean_include(self) -> list[str]:
         return parse_elements(self.cleaned_data.get("include") or "")

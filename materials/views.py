@@ -71,9 +71,8 @@ def dashboard(request):
 
 
 def _candidate_filters(request) -> tuple[CandidateFilterForm, dict | None]:
-    form = CandidateFilterForm(request.GET or None)
-    if not form.is_bound:
-        return form, {}
+    # Always bound: no parameters is the default view (unlabelled materials), not "no filter".
+    form = CandidateFilterForm(request.GET)
     return form, (form.cleaned_data if form.is_valid() else None)
 
 
@@ -90,6 +89,7 @@ def candidate_list(request):
         "form": form,
         "page": page,
         "query": query.urlencode(),
+        "label_links": candidates.label_links(query, (filters or {}).get("label") or query.get("label", "")),
         "min_support": candidates.MIN_SUPPORT,
     }
     return render(request, "materials/candidate_list.html", context)

@@ -173,7 +173,7 @@ def test_filter_candidates_then_open_a_material_and_toggle_its_spectra(browser, 
     try:
         tab.open("/candidates/")
         tab.page.get_by_label("Contains all of").fill(element)
-        tab.page.get_by_label("Label status").select_option("")
+        tab.page.get_by_label("Label status").select_option("all")
         tab.page.get_by_role("button", name="Apply filters").click()
         tab.page.wait_for_url(f"**/candidates/?*include={element}*")
         links = tab.page.locator("table.candidates tbody tr td.formula a")

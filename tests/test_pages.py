@@ -67,6 +67,7 @@ def build_site(tmp: Path) -> Site:
     load_bundled(make_subset(tmp / "data", n_compounds=40))
     production = promote(train("svm-sg").pk)
     other = train("svm-sg", {"C": 10.0})
+    add_unlabelled_twins(production, other)
     ranked = list(
         Prediction.objects.filter(model_version=production)
         .order_by("-probability")
@@ -89,6 +90,40 @@ def build_site(tmp: Path) -> Site:
     bare = Material.objects.filter(has_spectra=False, spectra__isnull=True).order_by("id").first()
     user = get_user_model().objects.create_user("scientist", password="correct-horse-battery")
     return Site(production, other, batch, material, bare, user)
+
+
+def add_unlabelled_twins(*versions, count: int = 4) -> list:
+    """Candidates: copies of a few bundled compounds (structure and spectra) that no
+    catalogue labels, as a screened mineral is, classified by each model."""
+    from materials.inference import classify_ids
+    from materials.models import Material, Spectrum
+
+    twins = []
+    for original in Material.objects.filter(has_spectra=True).exclude(label="").order_by("id")[:count]:
+        twin = Material.objects.create(
+            formula=original.formula,
+            reduced_formula=original.reduced_formula,
+            elements=original.elements,
+            structure=original.structure,
+            space_group_number=original.space_group_number,
+            space_group_symbol=original.space_group_symbol,
+            crystal_system=original.crystal_system,
+            source=Material.Source.USER,
+        )
+        for spectrum in original.spectra.all():
+            Spectrum.objects.create(
+                material=twin,
+                element=spectrum.element,
+                energies_ev=spectrum.energies_ev,
+                mu=spectrum.mu,
+                source=spectrum.source,
+                settings=spectrum.settings,
+            )
+        twins.append(twin.pk)
+    Material.objects.filter(pk__in=twins).refresh_has_spectra()
+    for version in versions:
+        classify_ids(version, twins)
+    return twins
 
 
 @pytest.fixture(scope="module")
@@ -211,9 +246,34 @@ def listed_ids(response) -> list[int]:
 
 
 @pytest.mark.django_db
+def test_candidates_open_on_unlabelled_materials_with_known_ones_a_click_away(client, site):
+    response = client.get(reverse("materials:candidate-list"))
+    assert response.status_code == 200
+    unlabelled = ranked_predictions(site.production, lambda m: m.label == "")
+    assert 0 < len(unlabelled) < len(ranked_predictions(site.production))
+    assert listed_ids(response) == [p.material_id for p in unlabelled[:50]]
+    body = text(response)
+    assert "A <strong>candidate</strong> is a material that no topology catalogue" in body
+    assert '<option value="unlabelled" selected>' in body
+    links = {link["value"]: link for link in response.context["label_links"]}
+    assert links["unlabelled"]["current"] and not links["all"]["current"]
+    for value, keep in (("all", lambda m: True), ("labelled", lambda m: m.label != "")):
+        assert f'href="?{links[value]["query"]}"' in body
+        shown = client.get(reverse("materials:candidate-list") + "?" + links[value]["query"])
+        assert listed_ids(shown) == [p.material_id for p in ranked_predictions(site.production, keep)[:50]], value
+    # The links keep the other filters.
+    element = unlabelled[0].material.elements[0]
+    response = client.get(reverse("materials:candidate-list"), {"include": element})
+    assert all(f"include={element}" in link["query"] for link in response.context["label_links"])
+    export = client.get(reverse("materials:candidate-export"))
+    ids = [int(row["material_id"]) for row in csv.DictReader(io.StringIO(b"".join(export.streaming_content).decode()))]
+    assert ids == [p.material_id for p in unlabelled]  # the export of the default view: candidates too
+
+
+@pytest.mark.django_db
 def test_candidates_are_ranked_by_probability_with_trust_hints(client, site, django_assert_max_num_queries):
     with django_assert_max_num_queries(3):
-        response = client.get(reverse("materials:candidate-list"))
+        response = client.get(reverse("materials:candidate-list"), {"label": "all"})
     assert response.status_code == 200
     expected = ranked_predictions(site.production)
     assert listed_ids(response) == [p.material_id for p in expected[:50]]
@@ -246,16 +306,22 @@ def test_candidate_filters_narrow_the_ranking(client, site, django_assert_max_nu
     middle = sorted(p.probability for p in everything)[len(everything) // 2]
     system = everything[0].material.crystal_system
     group = everything[0].material.space_group_number
+    everyone = {"label": "all"}
     cases = [
-        ({"include": common.lower()}, lambda m, p: common in m.elements),
-        ({"exclude": common}, lambda m, p: common not in m.elements),
-        ({"p_min": middle}, lambda m, p: p >= middle),
+        ({"include": common.lower(), **everyone}, lambda m, p: common in m.elements),
+        ({"exclude": common, **everyone}, lambda m, p: common not in m.elements),
+        ({"p_min": middle, **everyone}, lambda m, p: p >= middle),
         ({"p_max": middle, "label": "trivial"}, lambda m, p: p <= middle and m.label == "trivial"),
         ({"label": "topological"}, lambda m, p: m.label == "topological"),
+        ({"label": "labelled"}, lambda m, p: m.label != ""),
         ({"label": "unlabelled"}, lambda m, p: m.label == ""),
-        ({"crystal_system": system}, lambda m, p: m.crystal_system == system),
-        ({"space_group": group}, lambda m, p: m.space_group_number == group),
-        ({"source": "materiae", "include": common}, lambda m, p: m.source == "materiae" and common in m.elements),
+        ({"include": common}, lambda m, p: m.label == "" and common in m.elements),  # the default: candidates
+        ({"crystal_system": system, **everyone}, lambda m, p: m.crystal_system == system),
+        ({"space_group": group, **everyone}, lambda m, p: m.space_group_number == group),
+        (
+            {"source": "materiae", "include": common, **everyone},
+            lambda m, p: m.source == "materiae" and common in m.elements,
+        ),
     ]
     for params, keep in cases:
         # Three queries, four on PostgreSQL with an element filter (ElementKeys reads MAX(id)).
@@ -342,7 +408,7 @@ def test_the_csv_export_holds_the_whole_filtered_ranking(client, site, django_as
     everything = ranked_predictions(site.production)
     element = everything[0].material.elements[0]
     with django_assert_max_num_queries(4):
-        response = client.get(reverse("materials:candidate-export"), {"include": element})
+        response = client.get(reverse("materials:candidate-export"), {"include": element, "label": "all"})
         content = b"".join(response.streaming_content).decode()
     assert response["Content-Type"].startswith("text/csv")
     assert "attachment" in response["Content-Disposition"]
@@ -392,7 +458,9 @@ def test_material_detail_shows_identity_labels_spectra_predictions_and_drivers(
 
 
 @pytest.mark.django_db
-def test_material_detail_warns_when_a_spectrum_is_off_the_training_energy_scale(client, site):
+def test_material_detail_aligns_a_spectrum_on_another_energy_scale(client, site):
+    """Models read spectra aligned on their own E0 (preprocessing version 2): an MP spectrum
+    15 eV up is no reason for an off-scale warning."""
     from materials.models import Spectrum
 
     material = site.material
@@ -411,7 +479,8 @@ def test_material_detail_warns_when_a_spectrum_is_off_the_training_energy_scale(
     assert "Off the training energy scale" not in text(client.get(url))
     feff.delete()
     body = text(client.get(url))
-    assert "Off the training energy scale" in body and f"{feff.element} edge at" in body
+    assert "Off the training energy scale" not in body
+    assert f"{feff.element} K (standardized)" in body  # the MP spectrum went through the model
 
 
 @pytest.mark.django_db
