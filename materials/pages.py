@@ -13,6 +13,7 @@ import numpy as np
 
 from materials import figures
 from materials.models import ElementMetric, Material, ModelVersion, Spectrum
+from mlcore.spectrum import MIN_POINTS, find_e0
 
 logger = logging.getLogger(__name__)
 
@@ -338,11 +339,13 @@ def explain_material(material: Material, version: ModelVersion | None, spectra: 
 
 
 def edge_energy_ev(energies_ev: np.ndarray, mu: np.ndarray) -> float:
-    """E0: the energy of the steepest rise of μ(E) (the usual XANES edge convention)."""
+    """E0 as the models' preprocessing finds it (``mlcore.spectrum.find_e0``); for data it
+    cannot read (too few points), the steepest rise between neighbouring points."""
     energies_ev, mu = np.asarray(energies_ev, dtype=float), np.asarray(mu, dtype=float)
     if energies_ev.size < 3:
         return float(energies_ev[0]) if energies_ev.size else 0.0
-    return float(energies_ev[int(np.argmax(np.gradient(mu, energies_ev)))])
+    e0 = find_e0(energies_ev, mu) if energies_ev.size >= MIN_POINTS else float("nan")
+    return e0 if np.isfinite(e0) else float(energies_ev[int(np.argmax(np.gradient(mu, energies_ev)))])
 
 
 def standardized_traces(preprocessor, raw_spectra) -> list[dict]:
@@ -359,13 +362,15 @@ def standardized_traces(preprocessor, raw_spectra) -> list[dict]:
         except ValueError as error:
             logger.info("cannot standardize %s: %s", spectrum.element, error)
             continue
-        e0 = edge_energy_ev(spectrum.energies_ev, spectrum.mu)
+        # Version 2 grids are already relative to the spectrum's E0; version 1 grids are absolute.
+        e0 = preprocessor.edge_ev(spectrum)
+        relative = grid if preprocessor.aligned else grid - e0
         traces.append(
             {
                 "element": spectrum.element,
                 "name": f"{spectrum.element} K (standardized)",
-                "x": np.round(grid - e0, 3).tolist(),
-                "energies": np.round(grid, 2).tolist(),
+                "x": np.round(relative, 3).tolist(),
+                "energies": np.round(relative + e0, 2).tolist(),
                 "y": np.round(transformed.spectra[0].astype(float), 5).tolist(),
             }
         )

@@ -64,7 +64,10 @@ def test_classifies_a_real_spectrum_and_flags_missing_edges(client, trained_worl
     assert answer["contributions"] == {}
 
 
-def test_an_edge_off_the_training_energy_scale_is_flagged(client, trained_world):
+def test_a_spectrum_on_another_energy_scale_gets_the_same_answer(client, trained_world):
+    """Preprocessing version 2 aligns every spectrum on its own E0 and normalises its edge step:
+    15 eV higher (the gap between the bundled FEFF without SCF and MP's scale) and 30 times
+    brighter, a spectrum is the same input; the offset is still reported, as information."""
     spectrum = Spectrum.objects.filter(source="feff", material__has_spectra=True).select_related("material").first()
     material = spectrum.material
     points = {"energies_ev": spectrum.energies_ev.tolist(), "mu": spectrum.mu.tolist()}
@@ -73,14 +76,53 @@ def test_an_edge_off_the_training_energy_scale_is_flagged(client, trained_world)
     assert abs(on_scale["edge_offsets_ev"][spectrum.element]) < 5.0
     assert on_scale["off_scale_elements"] == []
 
-    # The same spectrum 15 eV higher: the gap between the bundled FEFF (no SCF) and MP's scales.
     points["energies_ev"] = [energy + 15.0 for energy in points["energies_ev"]]
+    points["mu"] = [30.0 * value for value in points["mu"]]
     answer = post_json(client, body).json()
     assert answer["edge_offsets_ev"][spectrum.element] == pytest.approx(
-        on_scale["edge_offsets_ev"][spectrum.element] + 15.0, abs=0.5
+        on_scale["edge_offsets_ev"][spectrum.element] + 15.0, abs=0.01
     )
-    assert answer["off_scale_elements"] == [spectrum.element]
-    assert any("another energy scale" in note for note in answer["warnings"])
+    assert answer["off_scale_elements"] == []
+    assert answer["probability"] == pytest.approx(on_scale["probability"], abs=1e-4)
+
+
+def test_a_model_stored_before_preprocessing_versions_keeps_reading_absolute_energies(client, trained_world):
+    """A bundle whose preprocessor has no version is version 1: absolute energies, raw
+    intensities, and the off-scale warning for an edge 15 eV away."""
+    from materials.arrays import load_records
+    from materials.artifacts import write_bundle
+    from materials.inference import load_bundle
+    from materials.training import transform_records
+    from mlcore.preprocess import SpectrumPreprocessor
+
+    version = trained_world.version
+    bundle = load_bundle(version)
+    training_ids = list(version.dataset.assignments.filter(subset="train").values_list("material_id", flat=True))
+    records = load_records(training_ids)
+    state = SpectrumPreprocessor(version=1).fit(records.spectra).to_dict()
+    del state["version"]
+    legacy = type(bundle)(kind=bundle.kind, model=bundle.model, preprocessor=SpectrumPreprocessor.from_dict(state))
+    assert legacy.preprocessor.version == 1 and transform_records(legacy.preprocessor, records).spectra.size
+    name, sha = write_bundle(f"models/legacy-{version.pk}.zip", legacy)
+    old = ModelVersion.objects.create(
+        kind=version.kind, dataset=version.dataset, status="ready", threshold=version.threshold, artifact_sha256=sha
+    )
+    old.artifact.name = name
+    old.save()
+    ModelVersion.objects.filter(pk=version.pk).update(is_production=False)
+    ModelVersion.objects.filter(pk=old.pk).update(is_production=True)
+    try:
+        spectrum = Spectrum.objects.filter(source="feff", material__has_spectra=True).first()
+        shifted = {"energies_ev": [e + 15.0 for e in spectrum.energies_ev.tolist()], "mu": spectrum.mu.tolist()}
+        body = {"spectra": {spectrum.element: shifted}, "formula": spectrum.material.formula, "space_group": 166}
+        answer = post_json(client, body).json()
+        assert answer["model_version"] == old.pk
+        assert answer["off_scale_elements"] == [spectrum.element]
+        assert any("another energy scale" in note for note in answer["warnings"])
+    finally:
+        ModelVersion.objects.filter(pk=old.pk).update(is_production=False)
+        ModelVersion.objects.filter(pk=version.pk).update(is_production=True)
+        old.delete()
 
 
 def test_leave_one_element_out_contributions(client, trained_world):
@@ -177,12 +219,17 @@ def test_energies_far_from_the_k_edge(client):
     assert "outside the Co K-edge region" in message
 
 
-def test_energies_outside_the_models_window(client):
-    # Inside the tabulated K-edge region, but covering too little of the model's Co window.
+def test_a_spectrum_that_stops_just_above_its_edge_is_refused(client):
+    # Inside the tabulated K-edge region, but ending 10 eV above the edge: no edge step to normalise by.
     body = licoo2()
-    body["spectra"]["Co"]["energies_ev"] = [e + 45 for e in body["spectra"]["Co"]["energies_ev"]]
+    points = body["spectra"]["Co"]
+    keep = [i for i, e in enumerate(points["energies_ev"]) if e < 7738.5]
+    body["spectra"]["Co"] = {
+        "energies_ev": [points["energies_ev"][i] for i in keep],
+        "mu": [points["mu"][i] for i in keep],
+    }
     message = co_errors(post_json(client, body))["energies_ev"][0]
-    assert "K-edge window" in message and "Co energies" in message
+    assert message.startswith("Co spectrum ends") and "above its edge" in message
 
 
 def test_unknown_elements(client):

@@ -523,18 +523,13 @@ class ClassifyView(APIMixin, APIView):
         preprocessor = bundle.preprocessor
         if preprocessor is not None:
             spectra_errors = {}
-            for element, (energies, _mu) in data["spectra"].items():
-                start, end = preprocessor.window_ev(element)
-                overlap = min(end, energies[-1]) - max(start, energies[0])
-                coverage = max(overlap, 0.0) / (end - start) if end > start else 1.0
-                if coverage < preprocessor.min_window_coverage:
-                    spectra_errors[element] = {
-                        "energies_ev": [
-                            f"{element} energies {energies[0]:.1f}-{energies[-1]:.1f} eV cover {coverage:.0%} of "
-                            f"the model's {element} K-edge window {start:.1f}-{end:.1f} eV; at least "
-                            f"{preprocessor.min_window_coverage:.0%} is needed"
-                        ]
-                    }
+            for element, (energies, mu) in data["spectra"].items():
+                try:
+                    problem = preprocessor.coverage_problem(element, energies, mu)
+                except ValueError as error:  # cannot be normalised (version 2): no edge, too short
+                    problem = str(error).removeprefix("material 0: ")
+                if problem:
+                    spectra_errors[element] = {"energies_ev": [problem]}
             if spectra_errors:
                 errors["spectra"] = spectra_errors
         if errors:

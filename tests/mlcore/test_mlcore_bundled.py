@@ -31,16 +31,22 @@ def test_bundled_spectra_validate_and_standardize(records):
         by_compound.setdefault(record["amcsd_id"], []).append(spectrum)
         space_groups[record["amcsd_id"]] = record["spacegroup"]
     materials = list(by_compound.values())
-    preprocessor = SpectrumPreprocessor()
-    X = preprocessor.fit_transform(materials, [space_groups[key] for key in by_compound])
-    assert X.spectra.shape == (sum(map(len, materials)), 200)
-    assert np.all(np.isfinite(X.spectra))
-    start_ev, end_ev = preprocessor.windows_ev_["O"]
-    assert 520 < start_ev < 540 and 50 < end_ev - start_ev < 60  # FEFF O K edge window, ~55 eV wide
+    for version in (1, 2):
+        preprocessor = SpectrumPreprocessor(version=version)
+        X = preprocessor.fit_transform(materials, [space_groups[key] for key in by_compound])
+        assert X.spectra.shape == (sum(map(len, materials)), 200)
+        assert np.all(np.isfinite(X.spectra))
+        start_ev, end_ev = preprocessor.windows_ev_["O"]
+        assert 50 < end_ev - start_ev < 60  # FEFF O K edge window, ~55 eV wide
+        if version == 1:
+            assert 520 < start_ev < 540
+        else:  # FEFF "fast" starts a few eV below E0
+            assert -5 < start_ev < 0
 
 
-def test_mp_spectra_are_off_the_bundled_fast_feff_scale():
-    """The bundled spectra are FEFF without SCF; MP's Co K edge of LiCoO2 sits ~10 eV higher."""
+def test_mp_spectra_are_off_the_bundled_fast_feff_scale_without_alignment():
+    """The bundled spectra are FEFF without SCF; MP's Co K edge of LiCoO2 sits ~10 eV higher.
+    Version 1 reads absolute energies and reports it; version 2 aligns it and has nothing to report."""
     data = SPECTRA.parent.parent
     feff = [
         json.loads(line)
@@ -48,7 +54,7 @@ def test_mp_spectra_are_off_the_bundled_fast_feff_scale():
         for line in path.read_text().splitlines()
     ]
     training = [[RawSpectrum(r["element"], np.asarray(r["energies_ev"]), np.asarray(r["mu"]))] for r in feff]
-    preprocessor = SpectrumPreprocessor().fit(training)
+    preprocessor = SpectrumPreprocessor(version=1).fit(training)
     reference = json.loads((data / "reference" / "licoo2_co_k_mp.json").read_text())
     mp_cobalt = RawSpectrum("Co", np.asarray(reference["energies_ev"]), np.asarray(reference["mu"]))
     assert preprocessor.edge_offsets_ev([mp_cobalt])["Co"] > 8.0
@@ -57,6 +63,10 @@ def test_mp_spectra_are_off_the_bundled_fast_feff_scale():
     # the 5-95 % range by construction, far fewer also sit over 5 eV from the median (17 of 945 here).
     flagged = sum(bool(preprocessor.off_scale(spectra)) for spectra in training)
     assert flagged <= 0.04 * len(training), f"{flagged} of {len(training)} training spectra flagged"
+    aligned = SpectrumPreprocessor().fit(training)
+    assert aligned.edge_offsets_ev([mp_cobalt])["Co"] > 8.0  # still measured, for information
+    assert aligned.off_scale([mp_cobalt]) == {}
+    assert np.all(np.isfinite(aligned.transform([[mp_cobalt]], [166]).spectra))
 
 
 def test_no_element_of_the_bundled_held_out_sets_is_missing_from_training():

@@ -9,6 +9,7 @@ import pytest
 from mlcore.data import RawSpectrum
 from mlcore.elements import ELEMENTS, element_index
 from mlcore.preprocess import BATCH_ROWS, SpectrumPreprocessor
+from mlcore.spectrum import normalisation_problem, normalise
 
 from .conftest import make_raw_spectrum
 
@@ -70,27 +71,28 @@ def test_bundled_spectra_give_the_same_inputs(bundled, shift_ev):
 
 
 def test_ragged_lengths_in_blocks(bundled):
-    """Spectra cut to 100, 50 (every other point) and 70 points, in one block per length."""
+    """Spectra cut to 100, 50 (every other point) and 90 points, in one block per length."""
     ragged = []
     for row, spectra in enumerate(bundled):
         cut = []
         for s in spectra:
-            take = [slice(None), slice(None, None, 2), slice(0, 70)][row % 3]
+            take = [slice(None), slice(None, None, 2), slice(0, 90)][row % 3]
             cut.append(RawSpectrum(s.element, s.energies_ev[take], s.mu[take]))
         ragged.append(cut)
     preprocessor = SpectrumPreprocessor().fit(ragged)
     space_groups = np.full(len(ragged), 12)
     expected = preprocessor.transform(ragged, space_groups)
     material_index, element, energies, mu = as_arrays(ragged)
-    assert sorted(block.shape[1] for block in energies) == [50, 70, 100]
+    assert sorted(block.shape[1] for block in energies) == [50, 90, 100]
     actual = preprocessor.transform_arrays(material_index, element, energies, mu, space_groups)
     assert_same(expected, actual)
 
 
 def test_many_rows_interleaved_and_energies_on_grid_points(raw_materials):
     """More spectra than one batch, elements interleaved, float64 input, and energies that
-    fall exactly on grid points and window ends (the interval boundaries)."""
-    preprocessor = SpectrumPreprocessor().fit(raw_materials)
+    fall exactly on grid points and window ends (the interval boundaries: version 1's
+    absolute grid)."""
+    preprocessor = SpectrumPreprocessor(version=1).fit(raw_materials)
     rng = np.random.default_rng(3)
     symbols = ["Ti", "O", "Cu", "S"]
     materials = []
@@ -138,13 +140,21 @@ def broken(spectrum: RawSpectrum, problem: str) -> RawSpectrum:
     elif problem == "region":
         energies = energies / 1000.0
     elif problem == "coverage":
-        energies = energies + 47.0  # covers ~15 % of the fitted window
+        energies = energies + 47.0  # covers ~15 % of the fitted (version 1) window
+    elif problem == "short":  # ends ~11 eV above its edge: cannot be normalised
+        energies, mu = energies[:30], mu[:30]
+    elif problem == "no edge":
+        mu = np.linspace(1.0, 0.0, mu.size)
     return RawSpectrum(spectrum.element, energies, mu)
 
 
-@pytest.mark.parametrize("problem", ["nan mu", "inf energy", "unsorted", "duplicate", "region", "coverage"])
-def test_bad_spectra_raise_transforms_error(raw_materials, problem):
-    preprocessor = SpectrumPreprocessor().fit(raw_materials)
+@pytest.mark.parametrize(
+    ("problem", "version"),
+    [(p, v) for p in ("nan mu", "inf energy", "unsorted", "duplicate", "region") for v in (1, 2)]
+    + [("coverage", 1), ("short", 2), ("no edge", 2)],
+)
+def test_bad_spectra_raise_transforms_error(raw_materials, problem, version):
+    preprocessor = SpectrumPreprocessor(version=version).fit(raw_materials)
     materials = [list(spectra) for spectra in raw_materials]
     materials[6][2] = broken(materials[6][2], problem)
     materials[4][0] = broken(materials[4][0], problem)  # the first bad one is reported
@@ -187,3 +197,34 @@ def test_two_spectra_of_one_element_and_mismatched_blocks(raw_materials):
 def test_unfitted_preprocessor_is_refused():
     with pytest.raises(ValueError, match="not fitted"):
         SpectrumPreprocessor().transform_arrays([], [], np.zeros((0, 10)), np.zeros((0, 10)), [])
+
+
+def test_normalised_path_many_rows_on_different_grids_and_scales(raw_materials):
+    """Version 2: more spectra than one batch, each on its own grid, offset, edge position and
+    intensity scale; the batch path normalises them exactly as the one-spectrum path."""
+    preprocessor = SpectrumPreprocessor().fit(raw_materials)
+    rng = np.random.default_rng(11)
+    symbols = ["Ti", "O", "Cu", "S"]
+    materials = []
+    for row in range(3 * BATCH_ROWS // 2):
+        spectra = []
+        for i, symbol in enumerate(rng.permutation(symbols)[: 1 + row % 4]):
+            base = make_raw_spectrum(symbol, offset_ev=float(rng.uniform(-15, 15)), seed=row * 4 + i)
+            # Every pre-/post-edge rule: starting on the edge (no background), 20 eV below it
+            # (a constant), or a full scan (a line below, a polynomial above).
+            below, above, offset = [(0.0, 0.0, 0.0), (20.0, 0.0, 3.0), (250.0, 400.0, 3.0)][(row + i) % 3]
+            low, high = base.energies_ev[0] - below, base.energies_ev[-1] + above
+            # 80 points over the XANES (a real scan is dense there), some more around it
+            xanes = rng.uniform(base.energies_ev[0], base.energies_ev[-1], 80)
+            energies = np.sort(np.concatenate([xanes, rng.uniform(low, high, 40 if below else 0)]))
+            mu = np.interp(energies, base.energies_ev, base.mu) + (energies - low) * 1e-3 * offset
+            mu = mu * rng.uniform(0.1, 100) + rng.uniform(-5, 5) * offset
+            if normalisation_problem(symbol, energies, normalise(energies, mu)) is None:  # (tested elsewhere)
+                spectra.append(RawSpectrum(symbol, energies, mu))
+        materials.append(sorted(spectra, key=lambda s: s.element))
+    assert sum(map(len, materials)) > BATCH_ROWS
+    space_groups = rng.integers(1, 231, len(materials))
+    expected = preprocessor.transform(materials, space_groups, shift_ev=1.0)
+    material_index, element, energies, mu = as_arrays(materials, dtype=np.float64)
+    actual = preprocessor.transform_arrays(material_index, element, energies, mu, space_groups, shift_ev=1.0)
+    assert np.array_equal(expected.spectra, actual.spectra)
