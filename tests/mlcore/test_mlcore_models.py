@@ -46,6 +46,7 @@ def fitted_models(small, planted, planted_cnn_sg, composition_cnn, seeded_cnns):
     models = {"cnn-sg": planted_cnn_sg, "cnn": seeded_cnns["first"], "cnn-sg-composition": composition_cnn["model"]}
     for kind in ("svm-sg", "kmeans", "type-only"):
         models[kind] = make_model(kind, **FAST[kind]).fit(X_train, y_train, validation_data=planted["validation"])
+    models["stacked"] = make_model("stacked", prior=models["type-only"], epochs=1, batch_size=128).fit(X_train, y_train)
     return models
 
 
