@@ -1,285 +1,377 @@
-"""Evaluate every model kind on the bundled FEFF spectra (no Django).
+"""What spectra add beyond composition and symmetry, on the bundled data, over many splits.
 
-Usage: python bench/evaluate_bundled.py [--seed 0] [--n-boot 1000] [--output results.json]
+Usage::
 
-Data: data/spectra/spectra*.jsonl (the head start and the extension; one FEFF K-edge
-spectrum per compound and element, the ``fast`` preset throughout).
-A compound is used when it is *complete*: every element of its reduced formula has a
-spectrum. Labels: TI, TCI, HSP_SM, HSL_SM -> topological (1); Triv_Ins -> trivial (0).
+    .venv/bin/python bench/evaluate_bundled.py --fresh --seeds 0-9 [--all-kinds-seeds 0] [--tune]
 
-Protocol (the paper's, at this small scale):
-1. element-balanced split of the complete compounds (20 % test, 10 % validation);
-2. SpectrumPreprocessor fitted on the training compounds only; +-1 eV shift
-   augmentation (x3) of the training set for the CNNs;
-3. sample weights from the training compounds (class x rarest element);
-4. cnn-sg, cnn, cnn-sg-composition, svm-sg, kmeans trained on the training compounds;
-   type-only trained on every labelled Materiae entry except the compounds in this
-   split's validation and test sets (matched by Materiae id, and by formula + space
-   group), so it sees far more materials than the spectral models;
-5. each model's threshold maximizes Youden's J on the validation compounds; test
-   metrics with 95 % percentile bootstrap intervals (same resamples for all models).
+Everything goes through the application's own code, so the numbers are the ones
+``manage.py train`` would store: a scratch PostgreSQL database ``screening_evaluate``
+(on the server ``DATABASE_URL`` names, or 127.0.0.1:5432) gets the bundled data with
+``load_bundled``; each seed S is the stored split ``bundled-element-balanced-v2-seedS``
+(element-balanced 70/10/20, every element in training; ``get_or_create_split``), and
+every model is trained with ``mlcore.training.fit_model`` through
+``materials.training`` with random_state S, as ``manage.py train --split ... --seed S``
+does. Per split, on the same test compounds:
+
+(a) ``type-only-same-compounds``: composition + space group model trained on the
+    spectral models' own training compounds;
+(b) ``type-only``: the catalogue prior, trained on every labelled catalogue entry except
+    those sharing a reduced formula with any validation or test compound (the app's
+    type-only kind);
+(c) ``stacked``: prior + spectra, a CNN-sg that also receives (b)'s log-odds;
+(d) ``cnn-sg-shuffled``: CNN-sg trained on spectra shuffled among the training (and
+    validation) materials within each element: the control for "the spectra carry
+    the signal"; tested on the real spectra;
+and ``cnn-sg``. With ``--all-kinds-seeds`` the other kinds (cnn, cnn-sg-composition,
+svm-sg, kmeans) are trained on those splits too.
+
+Thresholds are chosen on each split's validation compounds (Youden's J); metrics are
+reported at that threshold and at 0.5, with each subset's prevalence. Paired
+differences (model − baseline) of topological F1 and ROC AUC use 1,000 paired
+bootstrap resamples of the test compounds. Per split, a JSON file goes to
+``bench/results/split_seedS.json``; the summary over splits (mean ± SD of each paired
+difference, and in how many splits its 95 % interval excludes 0) to
+``bench/results/summary.json``. ``--tune`` compares CNN schedules on the validation
+compounds of the first seed (never on test) and prints the choice.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
+import platform
+import subprocess
 import sys
 import time
-import warnings
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pymatgen.core import Composition  # noqa: E402
+from scratch_db import recreate_database, server_urls  # noqa: E402
 
-from mlcore.data import MaterialSpectra, RawSpectrum, composition_matrix  # noqa: E402
-from mlcore.elements import K_EDGE_ENERGY_EV  # noqa: E402
-from mlcore.evaluate import choose_threshold, compare_models, paired_bootstrap_difference  # noqa: E402
-from mlcore.models import make_model  # noqa: E402
-from mlcore.preprocess import SpectrumPreprocessor, edge_energy_ev  # noqa: E402
-from mlcore.split import element_balanced_split  # noqa: E402
-from mlcore.weights import sample_weights  # noqa: E402
-
-DATA = REPO / "data"
-TOPOLOGICAL_CLASSES = {"TI", "TCI", "HSP_SM", "HSL_SM"}
-TRIVIAL_CLASS = "Triv_Ins"
-SPECTRAL_KINDS = ("cnn-sg", "cnn", "cnn-sg-composition", "svm-sg", "kmeans")
-# The bundled set has ~200 training compounds, so the CNNs take small batches and
-# more epochs than the paper-scale defaults; early stopping picks the epoch.
-CNN_SETTINGS = {"epochs": 150, "batch_size": 32, "patience": 20}
-REPORTED = ("topological_recall", "topological_precision", "topological_f1", "trivial_f1", "roc_auc")
-
-
-def label_of(soc_topo_class: str) -> int | None:
-    if soc_topo_class in TOPOLOGICAL_CLASSES:
-        return 1
-    return 0 if soc_topo_class == TRIVIAL_CLASS else None
+DATABASE = "screening_evaluate"
+RESULTS = REPO / "bench" / "results"
+#: (name, model, baseline): the paired comparisons reported for every split.
+COMPARISONS = (
+    ("what spectra add to the catalogue prior", "stacked", "type-only"),
+    ("CNN-sg against composition + symmetry on the same compounds", "cnn-sg", "type-only-same-compounds"),
+    ("CNN-sg against its shuffled-spectra control", "cnn-sg", "cnn-sg-shuffled"),
+    ("catalogue prior against type-only on the same compounds", "type-only", "type-only-same-compounds"),
+)
+OTHER_KINDS = ("cnn", "cnn-sg-composition", "svm-sg", "kmeans")
+TUNING_SCHEDULES = (
+    {"epochs": 150, "batch_size": 32, "patience": 20},
+    {"epochs": 60, "batch_size": 64, "patience": 10},
+    {"epochs": 30, "batch_size": 256, "patience": 5},
+)
+LIBRARIES = ("numpy", "scipy", "scikit-learn", "tensorflow-cpu", "keras", "pymatgen", "Django")
 
 
-def amounts(formula: str) -> dict[str, float]:
-    return {str(element): float(amount) for element, amount in Composition(formula).get_el_amt_dict().items()}
+def parse_seeds(text: str) -> list[int]:
+    seeds = []
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        seeds.extend(range(int(low), int(high or low) + 1))
+    return seeds
 
 
-def load_complete_compounds() -> list[dict]:
-    """Compounds whose every formula element has a spectrum, with their spectra and labels."""
-    compounds: dict[int, dict] = {}
-    lines = [
-        line for path in sorted((DATA / "spectra").glob("spectra*.jsonl")) for line in path.read_text().splitlines()
-    ]
-    for line in lines:
-        record = json.loads(line)
-        compound = compounds.setdefault(
-            record["amcsd_id"],
-            {
-                "key": record["amcsd_id"],
-                "materiae_id": record["materiae_id"],
-                "formula": record["reduced_formula"],
-                "space_group": int(record["spacegroup"]),
-                "label": label_of(record["soc_topo_class"]),
-                "spectra": {},
-            },
-        )
-        compound["spectra"][record["element"]] = RawSpectrum(
-            record["element"], np.asarray(record["energies_ev"]), np.asarray(record["mu"])
-        )
-    complete = []
-    for compound in compounds.values():
-        composition = amounts(compound["formula"])
-        if compound["label"] is None or set(composition) - set(compound["spectra"]):
-            continue
-        # Keep only the formula's elements (drops e.g. a stray "Nh" site label).
-        compound["spectra"] = [compound["spectra"][element] for element in sorted(composition)]
-        compound["composition"] = composition
-        complete.append(compound)
-    return complete
+def setup_django(fresh: bool) -> None:
+    admin_url, url = server_urls(DATABASE, "evaluate_bundled")
+    if fresh:
+        recreate_database(admin_url, DATABASE)
+    else:
+        import psycopg
+
+        with psycopg.connect(admin_url, autocommit=True) as connection:
+            exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone()
+        if not exists:
+            recreate_database(admin_url, DATABASE)
+    os.environ["DATABASE_URL"] = url
+    os.environ["CELERY_BROKER_URL"] = ""  # everything in-process
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "screening.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    started = time.perf_counter()
+    call_command("load_bundled", verbosity=0, stdout=open(os.devnull, "w"))  # noqa: SIM115 - idempotent upsert
+    print(f"# load_bundled: {time.perf_counter() - started:.0f} s", flush=True)
 
 
-def align_edges(compounds: list[dict]) -> None:
-    """Shift each spectrum so its edge sits at the element's tabulated K-edge energy.
+def shuffled_within_element(records, rng):
+    """``records`` with each element's spectra permuted among the materials that have one."""
+    from dataclasses import replace
 
-    The reference is a table value, not fitted on any split, so nothing leaks from the
-    test compounds; what is lost is each compound's chemical shift of the edge.
-    """
-    for compound in compounds:
-        compound["spectra"] = [
-            RawSpectrum(
-                spectrum.element,
-                spectrum.energies_ev
-                - (edge_energy_ev(spectrum.energies_ev, spectrum.mu) - K_EDGE_ENERGY_EV[spectrum.element]),
-                spectrum.mu,
-            )
-            for spectrum in compound["spectra"]
-        ]
-
-
-def load_materiae(excluded_ids: set[str], excluded_pairs: set[tuple[str, int]]) -> tuple[MaterialSpectra, np.ndarray]:
-    """Every labelled Materiae entry not excluded, as a spectra-free MaterialSpectra."""
-    compositions, space_groups, labels = [], [], []
-    skipped = 0
-    with open(DATA / "labels" / "materiae_labels.csv", newline="") as handle:
-        for row in csv.DictReader(handle):
-            label = label_of(row["soc_topo_class"])
-            if label is None or row["materiae_id"] in excluded_ids:
-                continue
-            try:
-                composition = amounts(row["formula"])
-                reduced = Composition(row["formula"]).reduced_formula
-                composition_matrix([composition])  # rejects elements beyond Pu
-            except (ValueError, KeyError):
-                skipped += 1
-                continue
-            if (reduced, int(row["spacegroup"])) in excluded_pairs:
-                continue
-            compositions.append(composition)
-            space_groups.append(int(row["spacegroup"]))
-            labels.append(label)
-    print(f"# type-only training set: {len(labels)} Materiae entries ({sum(labels)} topological); "
-          f"{skipped} unparsable formulas skipped")  # fmt: skip
-    return spectra_free(compositions, space_groups), np.asarray(labels)
+    spectra = [list(material) for material in records.spectra]
+    by_element: dict[str, list[tuple[int, int]]] = {}
+    for row, material in enumerate(spectra):
+        for position, spectrum in enumerate(material):
+            by_element.setdefault(spectrum.element, []).append((row, position))
+    originals = [list(material) for material in spectra]
+    for slots in by_element.values():
+        order = rng.permutation(len(slots))
+        for (row, position), source in zip(slots, order):
+            source_row, source_position = slots[source]
+            spectra[row][position] = originals[source_row][source_position]
+    return replace(records, spectra=spectra)
 
 
-def spectra_free(compositions: list[dict[str, float]], space_groups: list[int]) -> MaterialSpectra:
-    return MaterialSpectra(
-        material_index=np.zeros(0, dtype=np.int64),
-        element_index=np.zeros(0, dtype=np.int64),
-        spectra=np.zeros((0, 200), dtype=np.float32),
-        space_group=np.asarray(space_groups),
-        composition=composition_matrix(compositions),
+def per_element_table(records, probabilities, threshold) -> list[dict]:
+    """Per element of the test compounds: the paper's per-class recall/precision/F1 and the
+    fraction predicted correctly (the paper's k-means measure)."""
+    from mlcore import evaluate
+
+    rows = evaluate.per_element_metrics(records.element_sets(), records.labels, probabilities, threshold)
+    predicted = (np.asarray(probabilities) >= threshold).astype(int)
+    correct = {}
+    for element_set, label, guess in zip(records.element_sets(), records.labels, predicted):
+        for element in element_set:
+            correct.setdefault(element, []).append(int(label == guess))
+    for row in rows:
+        row["fraction_correct"] = float(np.mean(correct[row["element"]]))
+    return rows
+
+
+def evaluate_split(seed: int, kinds: tuple[str, ...], n_boot: int) -> dict:
+    from materials.training import (
+        SplitRecords,
+        catalogue_training_records,
+        evaluation_metrics,
+        get_or_create_split,
+        split_records,
     )
+    from mlcore import evaluate
+    from mlcore.training import fit_model
 
-
-def main() -> None:
-    # pymatgen warns about missing electronegativities of noble gases in a few Materiae formulas.
-    warnings.filterwarnings("ignore", message="No Pauling electronegativity")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seed", type=int, default=0, help="split and model seed")
-    parser.add_argument("--n-boot", type=int, default=1000)
-    parser.add_argument("--output", type=Path, help="write all results as JSON here")
-    parser.add_argument(
-        "--align-edges",
-        action="store_true",
-        help="experiment: shift every spectrum so its edge (steepest rise) sits at the tabulated K edge",
+    dataset = get_or_create_split(f"bundled-element-balanced-v2-seed{seed}", seed=seed)
+    records = split_records(dataset)
+    catalogue = catalogue_training_records(dataset)
+    rng = np.random.default_rng(seed)
+    shuffled = SplitRecords(
+        train=shuffled_within_element(records.train, rng),
+        validation=shuffled_within_element(records.validation, rng),
+        test=records.test,
     )
-    args = parser.parse_args()
+    models, fitted_models, seconds = {}, {}, {}
 
-    compounds = load_complete_compounds()
-    if args.align_edges:
-        align_edges(compounds)
-        print("# edges aligned: every spectrum shifted so its steepest rise sits at the tabulated K edge")
-    y = np.array([c["label"] for c in compounds])
-    element_sets = [set(c["composition"]) for c in compounds]
-    print(f"# complete compounds: {len(compounds)} ({int(y.sum())} topological, {int((1 - y).sum())} trivial)")
-    split = element_balanced_split(element_sets, y, random_state=args.seed, keys=[c["key"] for c in compounds])
-    rows = {subset: split.rows(subset) for subset in ("train", "validation", "test")}
-    print("# split " + ", ".join(f"{s}: {len(r)} ({int(y[r].sum())} topological)" for s, r in rows.items())
-          + f"; content hash {split.content_hash[:12]}")  # fmt: skip
-
-    def pick(subset: str, field: str) -> list:
-        return [compounds[i][field] for i in rows[subset]]
-
-    preprocessor = SpectrumPreprocessor().fit(pick("train", "spectra"))
-    parts = {
-        s: preprocessor.transform(pick(s, "spectra"), pick(s, "space_group"), pick(s, "composition")) for s in rows
-    }
-    augmented, source_rows = preprocessor.shift_augment(
-        pick("train", "spectra"), pick("train", "space_group"), pick("train", "composition")
-    )
-    y_train, y_validation, y_test = (y[rows[s]] for s in ("train", "validation", "test"))
-    weights = sample_weights([element_sets[i] for i in rows["train"]], y_train)
-
-    probabilities, thresholds, timings = {}, {}, {}
-    for kind in SPECTRAL_KINDS:
-        start = time.perf_counter()
-        if kind.startswith("cnn"):
-            model = make_model(kind, random_state=args.seed, **CNN_SETTINGS)
-            model.fit(augmented, y_train[source_rows], sample_weight=weights[source_rows],
-                      validation_data=(parts["validation"], y_validation))  # fmt: skip
-        else:
-            model = make_model(kind, random_state=args.seed)
-            model.fit(
-                parts["train"], y_train, sample_weight=weights, validation_data=(parts["validation"], y_validation)
-            )
-        thresholds[kind] = choose_threshold(y_validation, model.predict_proba(parts["validation"]))
-        probabilities[kind] = model.predict_proba(parts["test"])
-        timings[kind] = time.perf_counter() - start
-
-    held_out = np.concatenate([rows["validation"], rows["test"]])
-    excluded_ids = {compounds[i]["materiae_id"] for i in held_out}
-    excluded_pairs = {
-        (Composition(compounds[i]["formula"]).reduced_formula, compounds[i]["space_group"]) for i in held_out
-    }
-    X_materiae, y_materiae = load_materiae(excluded_ids, excluded_pairs)
-    start = time.perf_counter()
-    type_only = make_model("type-only", random_state=args.seed).fit(
-        X_materiae, y_materiae, sample_weight=sample_weights(
-            [set(np.flatnonzero(row)) for row in X_materiae.composition], y_materiae
-        )
-    )  # fmt: skip
-    validation_free = spectra_free(pick("validation", "composition"), pick("validation", "space_group"))
-    test_free = spectra_free(pick("test", "composition"), pick("test", "space_group"))
-    thresholds["type-only"] = choose_threshold(y_validation, type_only.predict_proba(validation_free))
-    probabilities["type-only"] = type_only.predict_proba(test_free)
-    timings["type-only"] = time.perf_counter() - start
-
-    results = compare_models(y_test, probabilities, thresholds, n_boot=args.n_boot, random_state=args.seed)
-    print(f"\n{len(y_test)} test compounds ({int(y_test.sum())} topological); 95 % bootstrap CIs ({args.n_boot})\n")
-    print("| model | " + " | ".join(REPORTED) + " | threshold | fit s |")
-    print("|---" * (len(REPORTED) + 3) + "|")
-    for row in results:
-        cells = []
-        for name in REPORTED:
-            metric = row["metrics"][name]
-            cells.append(
-                "n/a"
-                if metric["value"] is None
-                else f"{metric['value']:.2f} [{metric['low']:.2f}, {metric['high']:.2f}]"
-            )
-        print(f"| {row['model']} | " + " | ".join(cells) + f" | {row['threshold']:.3f} | {timings[row['model']]:.0f} |")
-    # What the spectra add beyond composition and symmetry: paired differences against
-    # the type-only baseline on the same test compounds and resamples.
-    gains = {}
-    print("\n| model − type-only | topological F1 difference [95 % CI] | trivial F1 difference [95 % CI] |")
-    print("|---|---|---|")
-    for name in probabilities:
-        if name == "type-only":
-            continue
-        pair = [
-            paired_bootstrap_difference(
-                y_test,
-                probabilities[name],
-                thresholds[name],
-                probabilities["type-only"],
-                thresholds["type-only"],
-                metric=metric,
-                n_boot=args.n_boot,
-                random_state=args.seed,
-            )
-            for metric in ("topological_f1", "trivial_f1")
-        ]
-        gains[name] = pair
+    def run(name, kind, train_records, split, **options):
+        started = time.perf_counter()
+        fitted = fit_model(kind, train_records, split.validation, random_state=seed, **options)
+        p_validation, p_test = fitted.predict_proba(split.validation), fitted.predict_proba(split.test)
+        threshold = float(evaluate.choose_threshold(split.validation.labels, p_validation))
+        metrics = evaluation_metrics(fitted, split, p_validation, p_test, threshold)
+        metrics.pop("projection", None)
+        metrics["test_per_element"] = per_element_table(split.test, p_test, threshold)
+        seconds[name] = round(time.perf_counter() - started, 1)
+        models[name], fitted_models[name] = metrics, fitted
         print(
-            f"| {name} | "
-            + " | ".join(f"{d['difference']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]" for d in pair)
-            + " |"
+            f"#   seed {seed} {name}: test topological F1 {metrics['test']['topological_f1']:.3f}, "
+            f"ROC AUC {metrics['test']['roc_auc']:.3f} ({seconds[name]:.0f} s)",
+            flush=True,
         )
-    if args.output:
-        payload = {
-            "gains_over_type_only": gains,
-            "seed": args.seed,
-            "split_hash": split.content_hash,
-            "n": {s: int(len(r)) for s, r in rows.items()},
-            "results": results,
-            "fit_seconds": timings,
+
+    run("type-only", "type-only", catalogue, records)
+    run("type-only-same-compounds", "type-only", records.train, records)
+    run("stacked", "stacked", records.train, records, prior=fitted_models["type-only"].model)
+    run("cnn-sg", "cnn-sg", records.train, records)
+    run("cnn-sg-shuffled", "cnn-sg", shuffled.train, shuffled)
+    for kind in kinds:
+        run(kind, kind, records.train, records)
+
+    comparisons = []
+    for title, name, baseline in COMPARISONS:
+        entry = {"comparison": title, "model": name, "baseline": baseline}
+        for metric in ("topological_f1", "roc_auc"):
+            entry[metric] = evaluate.paired_bootstrap_difference(
+                records.test.labels,
+                np.asarray(models[name]["test_predictions"]["probability"]),
+                models[name]["threshold"],
+                np.asarray(models[baseline]["test_predictions"]["probability"]),
+                models[baseline]["threshold"],
+                metric=metric,
+                n_boot=n_boot,
+                random_state=seed,
+            )
+        comparisons.append(entry)
+    return {
+        "seed": seed,
+        "split": dataset.name,
+        "split_hash": dataset.content_hash,
+        "counts": dataset.counts,
+        "n_catalogue_prior_training": len(catalogue),
+        "models": models,
+        "comparisons": comparisons,
+        "fit_seconds": seconds,
+    }
+
+
+def tune(seed: int) -> list[dict]:
+    """CNN-sg schedules compared on the validation compounds of one split (never test)."""
+    from materials.training import get_or_create_split, split_records
+    from mlcore import evaluate
+    from mlcore.training import fit_model
+
+    records = split_records(get_or_create_split(f"bundled-element-balanced-v2-seed{seed}", seed=seed))
+    rows = []
+    for schedule in TUNING_SCHEDULES:
+        fitted = fit_model("cnn-sg", records.train, records.validation, hyperparameters=schedule, random_state=seed)
+        p_validation = fitted.predict_proba(records.validation)
+        report = evaluate.classification_report(records.validation.labels, p_validation, 0.5)
+        best_loss = min(row.get("val_loss", np.inf) for row in fitted.model.history_)
+        rows.append({**schedule, "validation_loss": float(best_loss), "validation_roc_auc": report["roc_auc"]})
+        print(f"# tune {schedule}: validation loss {best_loss:.4f}, ROC AUC {report['roc_auc']:.3f}", flush=True)
+    return rows
+
+
+def summarise(splits: list[dict]) -> dict:
+    summary = []
+    for title, name, baseline in COMPARISONS:
+        entry = {"comparison": title, "model": name, "baseline": baseline, "n_splits": len(splits)}
+        for metric in ("topological_f1", "roc_auc"):
+            values = [
+                next(c for c in s["comparisons"] if c["model"] == name and c["baseline"] == baseline)[metric]
+                for s in splits
+            ]
+            differences = np.array([v["difference"] for v in values], dtype=float)
+            entry[metric] = {
+                "mean": float(np.nanmean(differences)),
+                "sd": float(np.nanstd(differences, ddof=1)) if len(differences) > 1 else 0.0,
+                "per_split": differences.tolist(),
+                "ci_above_zero": int(sum(v["low"] is not None and v["low"] > 0 for v in values)),
+                "ci_below_zero": int(sum(v["high"] is not None and v["high"] < 0 for v in values)),
+            }
+        summary.append(entry)
+    absolute = {}
+    for name in splits[0]["models"]:
+        present = [s["models"][name] for s in splits if name in s["models"]]
+        absolute[name] = {
+            "n_splits": len(present),
+            **{
+                f"{metric}_{where}": {
+                    "mean": float(np.mean([m[where][metric] for m in present])),
+                    "sd": float(np.std([m[where][metric] for m in present], ddof=1)) if len(present) > 1 else 0.0,
+                }
+                for metric in ("topological_f1", "roc_auc", "topological_precision", "topological_recall")
+                for where in ("test", "test_at_half")
+            },
         }
-        args.output.write_text(json.dumps(payload, indent=1))
+    return {"comparisons": summary, "models": absolute, "finding": finding_sentence(summary)}
+
+
+def finding_sentence(summary: list[dict]) -> str:
+    """The one plain sentence on what spectra add (the compare page shows the same)."""
+    stacked = next(c for c in summary if c["model"] == "stacked")
+    f1, auc = stacked["topological_f1"], stacked["roc_auc"]
+    n = stacked["n_splits"]
+    better = f1["ci_above_zero"] + auc["ci_above_zero"]
+    worse = f1["ci_below_zero"] + auc["ci_below_zero"]
+    verdict = (
+        "add a measurable gain"
+        if better and not worse and f1["mean"] > 0 and auc["mean"] > 0
+        else "make it measurably worse"
+        if worse and not better and f1["mean"] < 0
+        else "add nothing measurable"
+    )
+    return (
+        f"On this data, spectra {verdict} to composition and space group: over {n} element-balanced splits, "
+        f"the stacked prior + spectra model minus the catalogue prior is {f1['mean']:+.3f} ± {f1['sd']:.3f} in "
+        f"topological F1 and {auc['mean']:+.3f} ± {auc['sd']:.3f} in ROC AUC (mean ± SD), and its paired 95 % "
+        f"interval excludes 0 in {f1['ci_above_zero'] + f1['ci_below_zero']} of {n} splits for F1 "
+        f"({f1['ci_above_zero']} above) and {auc['ci_above_zero'] + auc['ci_below_zero']} of {n} for ROC AUC "
+        f"({auc['ci_above_zero']} above)."
+    )
+
+
+def provenance() -> dict:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--", "mlcore", "materials", "data", "bench/evaluate_bundled.py"],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        )
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", None
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {"commit": commit, "uncommitted_changes": dirty, "library_versions": versions}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0-9", help="split seeds, e.g. 0-9 or 0,3,5 (default 0-9)")
+    parser.add_argument("--all-kinds-seeds", default="0", help=f"seeds that also train {', '.join(OTHER_KINDS)}")
+    parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--fresh", action="store_true", help="recreate the scratch database (new data: new splits)")
+    parser.add_argument("--tune", action="store_true", help="compare CNN schedules on validation first")
+    parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    seeds = parse_seeds(args.seeds)
+    all_kinds_seeds = set(parse_seeds(args.all_kinds_seeds)) if args.all_kinds_seeds else set()
+
+    setup_django(args.fresh)
+    from materials.models import Material
+
+    usable = Material.objects.with_spectra().labelled()
+    counts = {"compounds": usable.count(), "topological": usable.filter(label="topological").count()}
+    print(f"# usable compounds: {counts['compounds']} ({counts['topological']} topological)", flush=True)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    meta = {**provenance(), "data": counts, "command": "bench/evaluate_bundled.py " + " ".join(argv or sys.argv[1:])}
+    if args.tune:
+        (args.output_dir / "tuning.json").write_text(json.dumps({**meta, "schedules": tune(seeds[0])}, indent=1))
+    splits = []
+    for seed in seeds:
+        result = evaluate_split(seed, OTHER_KINDS if seed in all_kinds_seeds else (), args.n_boot)
+        (args.output_dir / f"split_seed{seed}.json").write_text(json.dumps({**meta, **result}, indent=1))
+        splits.append(result)
+        summary = summarise(splits)
+        (args.output_dir / "summary.json").write_text(
+            json.dumps({**meta, "seeds": seeds[: len(splits)], **summary}, indent=1)
+        )
+    print_tables(splits, summary)
+    return 0
+
+
+def print_tables(splits: list[dict], summary: dict) -> None:
+    print(f"\n{len(splits)} splits; paired differences on each split's test compounds (1,000 bootstrap resamples)\n")
+    print("| comparison | topological F1: mean ± SD | CI excl. 0 (above / below) | ROC AUC: mean ± SD | CI excl. 0 |")
+    print("|---|---|---|---|---|")
+    for entry in summary["comparisons"]:
+        f1, auc = entry["topological_f1"], entry["roc_auc"]
+        print(
+            f"| {entry['model']} − {entry['baseline']} | {f1['mean']:+.3f} ± {f1['sd']:.3f} | "
+            f"{f1['ci_above_zero']} / {f1['ci_below_zero']} | {auc['mean']:+.3f} ± {auc['sd']:.3f} | "
+            f"{auc['ci_above_zero']} / {auc['ci_below_zero']} |"
+        )
+    print("\n| model | splits | topological F1 (validation threshold) | at 0.5 | ROC AUC |")
+    print("|---|---|---|---|---|")
+    for name, entry in summary["models"].items():
+        print(
+            f"| {name} | {entry['n_splits']} | {entry['topological_f1_test']['mean']:.3f} ± "
+            f"{entry['topological_f1_test']['sd']:.3f} | {entry['topological_f1_test_at_half']['mean']:.3f} | "
+            f"{entry['roc_auc_test']['mean']:.3f} ± {entry['roc_auc_test']['sd']:.3f} |"
+        )
+    print("\n" + summary["finding"])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

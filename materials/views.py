@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from materials import candidates, figures, pages
+from materials import candidates, figures, findings, pages
 from materials.forms import CandidateFilterForm, ScreeningUploadForm
 from materials.models import (
     Dataset,
@@ -186,7 +186,7 @@ def model_detail(request, pk: int):
 
 def model_compare(request):
     subset = _subset(request)
-    datasets = list(Dataset.objects.annotate(n_models=Count("model_versions")).order_by("-created"))
+    datasets = list(Dataset.objects.defer("balance").annotate(n_models=Count("model_versions")).order_by("-created"))
     production = production_model()
     chosen = None
     wanted = request.GET.get("dataset")
@@ -196,8 +196,16 @@ def model_compare(request):
         chosen = next((d for d in datasets if d.pk == production.dataset_id), None)
     if chosen is None:
         chosen = next((d for d in datasets if d.n_models), None)
-    versions = list(ModelVersion.objects.select_related("dataset").order_by("-created"))
-    on_split = [v for v in versions if chosen is not None and v.dataset_id == chosen.pk and v.metrics]
+    # Only the chosen split's models carry their metrics JSON here; the others list needs none.
+    on_split = list(
+        ModelVersion.objects.select_related("dataset")
+        .filter(dataset=chosen, status=ModelVersion.State.READY)
+        .exclude(metrics={})
+        .order_by("-created")
+        if chosen is not None
+        else []
+    )
+    others = ModelVersion.objects.select_related("dataset").defer("metrics", "dataset__balance").order_by("-created")
     compared, figure = pages.comparison(on_split, subset)
     context = {
         "subset": subset,
@@ -205,8 +213,10 @@ def model_compare(request):
         "dataset": chosen,
         "compared": compared,
         "comparison_figure": figure,
-        "others": [v for v in versions if v not in on_split],
+        "others": list(others.exclude(pk__in=[v.pk for v in on_split])),
         "production": production,
+        "finding": findings.published_finding(),
+        "paired": findings.paired_differences(on_split, chosen.seed) if chosen is not None else [],
     }
     return render(request, "materials/model_compare.html", context)
 
