@@ -116,7 +116,7 @@ class CandidateFilterForm(forms.Form):
 
 
 class ScreeningUploadForm(forms.Form):
-    """A named zip of CIFs (and optionally an ICSD metadata CSV) to screen."""
+    """A named zip of CIFs (and optionally an ICSD metadata CSV) to screen, with a FEFF budget."""
 
     name = forms.CharField(max_length=200, help_text="A name you will recognise, e.g. “ICSD 2025.1 oxides”.")
     release = forms.FileField(
@@ -124,6 +124,18 @@ class ScreeningUploadForm(forms.Form):
         help_text="CIFs, optionally with an ICSD metadata CSV for the quality filter.",
         widget=forms.ClearableFileInput(attrs={"accept": ".zip,application/zip"}),
     )
+    feff_budget = forms.IntegerField(
+        label="FEFF budget",
+        min_value=0,
+        max_value=1000,
+        initial=0,
+        required=False,
+        help_text="How many materials get FEFF spectra after the prior has ranked them all (the most uncertain "
+        "first). FEFF takes minutes per element of a small structure; 0 ranks by the prior alone.",
+    )
+
+    def clean_feff_budget(self) -> int:
+        return self.cleaned_data.get("feff_budget") or 0
 
     def clean_release(self):
         """Refuse anything but a readable zip of CIFs within the size limit, before a batch exists."""

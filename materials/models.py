@@ -371,6 +371,16 @@ class ModelVersionQuerySet(models.QuerySet):
     def production(self):
         return self.filter(is_production=True).first()
 
+    def prior(self):
+        """The composition + symmetry prior screening ranks every structure with: the
+        production model if it is type-only, else the newest ready type-only version
+        (None when no type-only model has been trained)."""
+        production = self.production()
+        if production is not None and production.kind == ModelVersion.Kind.TYPE_ONLY:
+            return production
+        ready = self.filter(kind=ModelVersion.Kind.TYPE_ONLY, status=ModelVersion.State.READY)
+        return ready.exclude(artifact="").order_by("-created", "-id").first()
+
 
 class ModelVersion(models.Model):
     class Kind(models.TextChoices):
@@ -491,6 +501,13 @@ class ScreeningBatch(TrackedWork):
     model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL)
     stage_counts = models.JSONField(default=dict, blank=True)
     rejected = models.JSONField(default=list, blank=True, help_text="[{file, reason}]")
+    feff_budget = models.PositiveIntegerField(default=0, help_text="materials that may get FEFF spectra (stage 2)")
+    feff_max_sites = models.PositiveIntegerField(
+        default=24, help_text="stage 2 takes structures with at most this many sites in the file's cell"
+    )
+    prior_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", help_text="stage 1's prior"
+    )
     materials = models.ManyToManyField(Material, blank=True, related_name="screenings")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
 
@@ -500,3 +517,40 @@ class ScreeningBatch(TrackedWork):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.status})"
+
+
+class ScreeningRow(models.Model):
+    """One material of a screening: how far it got and the probability it is ranked by.
+
+    Stage 1 gives every parsed structure the prior (``prior_probability``). Stage 2
+    computes FEFF spectra for a budgeted shortlist; once a material's spectra are
+    complete the spectral model gives ``spectral_probability``. ``probability`` is
+    the one the ranking uses: the spectral one when there is one, else the prior.
+    ``reason`` says why the row stopped where it did. (A calibrated decision and its
+    reasons, when predictions carry them, belong beside ``probability``.)
+    """
+
+    class Stage(models.TextChoices):
+        PRIOR = "prior", "prior only"
+        FEFF = "feff", "spectra being computed"
+        SPECTRAL = "spectral", "classified from spectra"
+
+    batch = models.ForeignKey(ScreeningBatch, on_delete=models.CASCADE, related_name="rows")
+    material = models.ForeignKey(Material, on_delete=models.CASCADE, related_name="screening_rows")
+    files = models.JSONField(default=list, blank=True, help_text="the release's files of this material")
+    sites = models.PositiveIntegerField(default=0, help_text="sites in the file's cell")
+    feff_blocker = models.CharField(
+        max_length=200, blank=True, help_text="why FEFF cannot run (disordered, hydrogen…); empty when it can"
+    )
+    stage = models.CharField(max_length=10, choices=Stage.choices, default=Stage.PRIOR)
+    reason = models.CharField(max_length=300, blank=True)
+    prior_probability = models.FloatField(null=True, blank=True)
+    spectral_probability = models.FloatField(null=True, blank=True)
+    probability = models.FloatField(null=True, blank=True, help_text="what the ranking uses")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["batch", "material"], name="uniq_screening_row")]
+        indexes = [models.Index(fields=["batch", "-probability", "id"], name="screening_row_rank")]
+
+    def __str__(self) -> str:
+        return f"material {self.material_id} in screening {self.batch_id} ({self.stage})"

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from materials import views
+from materials import views, views_screening
 
 app_name = "materials"
 
@@ -15,11 +15,11 @@ urlpatterns = [
     path("models/compare/", views.model_compare, name="model-compare"),
     path("models/<int:pk>/", views.model_detail, name="model-detail"),
     path("dataset/", views.dataset_detail, name="dataset"),
-    path("screenings/", views.screening_list, name="screening-list"),
-    path("screenings/new/", views.screening_upload, name="screening-upload"),
-    path("screenings/<int:pk>/", views.screening_detail, name="screening-detail"),
-    path("screenings/<int:pk>/status.json", views.screening_status, name="screening-status"),
-    path("screenings/<int:pk>/candidates.csv", views.screening_download, name="screening-download"),
+    path("screenings/", views_screening.screening_list, name="screening-list"),
+    path("screenings/new/", views_screening.screening_upload, name="screening-upload"),
+    path("screenings/<int:pk>/", views_screening.screening_detail, name="screening-detail"),
+    path("screenings/<int:pk>/status.json", views_screening.screening_status, name="screening-status"),
+    path("screenings/<int:pk>/candidates.csv", views_screening.screening_download, name="screening-download"),
     path(
         "login/",
         auth_views.LoginView.as_view(template_name="materials/login.html", redirect_authenticated_user=True),

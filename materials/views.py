@@ -4,23 +4,19 @@
 
 from __future__ import annotations
 
-from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Count, Q
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
-from django.views.decorators.http import require_GET
 
 from materials import candidates, figures, findings, pages
-from materials.forms import CandidateFilterForm, ScreeningUploadForm
+from materials.forms import CandidateFilterForm
 from materials.models import (
     Dataset,
     Material,
     ModelVersion,
-    Prediction,
     ScreeningBatch,
     Spectrum,
     TopologyLabel,
@@ -28,7 +24,6 @@ from materials.models import (
 )
 
 RECENT = 5
-SCREENING_CANDIDATES_SHOWN = 100
 # A model's metrics JSON carries ROC points and the 2-D projection of every test
 # material (hundreds of kB for a large test set): only pages that show them read it.
 HEAVY_MODEL_FIELDS = ("metrics", "hyperparameters", "library_versions")
@@ -246,113 +241,6 @@ def dataset_detail(request):
         "charts": pages.dataset_figures(dataset.balance if dataset else []),
     }
     return render(request, "materials/dataset.html", context)
-
-
-# --- Screenings -----------------------------------------------------------------------
-
-
-def screening_list(request):
-    batches = (
-        ScreeningBatch.objects.select_related("model_version", "created_by")
-        .defer("rejected", *light("model_version"))
-        .order_by("-created")
-    )
-    page = Paginator(batches, 25).get_page(request.GET.get("page"))
-    return render(request, "materials/screening_list.html", {"page": page})
-
-
-def screening_detail(request, pk: int):
-    batch = get_object_or_404(
-        ScreeningBatch.objects.select_related("model_version", "created_by").defer(*light("model_version")), pk=pk
-    )
-    rows = []
-    if batch.model_version_id:
-        rows = list(
-            Prediction.objects.filter(model_version_id=batch.model_version_id, material__screenings=batch)
-            .select_related("material")
-            .only("id", "probability", "predicted_class", "material_id", *candidates.MATERIAL_COLUMNS)
-            .order_by("-probability", "material_id")[:SCREENING_CANDIDATES_SHOWN]
-        )
-    context = {
-        "batch": batch,
-        "rows": rows,
-        "shown": SCREENING_CANDIDATES_SHOWN,
-        "stages": _stage_rows(batch.stage_counts or {}),
-    }
-    return render(request, "materials/screening_detail.html", context)
-
-
-STAGE_LABELS = {
-    "files": "files in the release",
-    "parsed": "CIFs parsed",
-    "unparseable": "CIFs that could not be parsed",
-    "quality_checked": "checked by the ICSD quality filter",
-    "passed_quality": "passed the quality filter",
-    "existing_materials": "already in the database",
-    "new_materials": "new materials stored",
-    "spectra_stored": "element spectra already stored",
-    "spectra_from_mp": "spectra from the Materials Project",
-    "spectra_computed": "spectra computed with FEFF",
-    "spectra_failed": "spectra that failed",
-    "classified": "materials classified",
-}
-
-
-def _stage_rows(counts: dict) -> list[tuple[str, str, int]]:
-    ordered = [key for key in STAGE_LABELS if key in counts] + [key for key in counts if key not in STAGE_LABELS]
-    return [(key, STAGE_LABELS.get(key, key.replace("_", " ")), counts[key]) for key in ordered]
-
-
-@require_GET
-def screening_status(request, pk: int):
-    """Progress for the detail page's polling (a few hundred bytes, one query)."""
-    batch = get_object_or_404(
-        ScreeningBatch.objects.only(
-            "id", "status", "progress", "progress_message", "stage_counts", "error", "started", "finished"
-        ),
-        pk=pk,
-    )
-    return JsonResponse(
-        {
-            "id": batch.pk,
-            "status": batch.status,
-            "finished": batch.is_finished,
-            "progress": round(batch.progress, 4),
-            "progress_message": batch.progress_message,
-            "stage_counts": batch.stage_counts,
-            "stages": [{"key": k, "label": label, "count": n} for k, label, n in _stage_rows(batch.stage_counts or {})],
-            "error": batch.error,
-            "seconds": batch.seconds,
-        }
-    )
-
-
-def screening_download(request, pk: int):
-    from materials.screening import candidates_csv
-
-    batch = get_object_or_404(ScreeningBatch, pk=pk)
-    response = HttpResponse(candidates_csv(batch), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="screening-{batch.pk}-candidates.csv"'
-    return response
-
-
-@login_required(login_url="materials:login")
-def screening_upload(request):
-    from materials.screening import create_batch, start_screening_batch
-
-    production = production_model()
-    if request.method == "POST":
-        form = ScreeningUploadForm(request.POST, request.FILES)
-        if form.is_valid():
-            upload = form.cleaned_data["release"]
-            with transaction.atomic():
-                batch = create_batch(form.cleaned_data["name"], upload.name, upload=upload, user=request.user)
-                start_screening_batch(batch.pk)
-            messages.success(request, f"Screening “{batch.name}” started: {form.n_cifs} CIF files.")
-            return redirect("materials:screening-detail", pk=batch.pk)
-    else:
-        form = ScreeningUploadForm()
-    return render(request, "materials/screening_upload.html", {"form": form, "production": production})
 
 
 # --- Health -------------------------------------------------------------------------

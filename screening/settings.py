@@ -139,6 +139,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Screening: FEFF runs at once when a release is screened outside a Celery pool (the CLI or
 # the demo without a broker); inside a worker they run one by one.
 SCREEN_FEFF_PROCESSES = int(os.environ.get("SCREEN_FEFF_PROCESSES") or min(4, os.cpu_count() or 1))
+# Stage 1 parses a release in this many processes (outside Celery pools).
+SCREEN_PARSE_PROCESSES = int(os.environ.get("SCREEN_PARSE_PROCESSES") or os.cpu_count() or 1)
 
 # --- Celery -----------------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")

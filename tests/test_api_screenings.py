@@ -13,7 +13,7 @@ from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.authtoken.models import Token
 
-from materials.models import Material, ModelVersion, Prediction, ScreeningBatch
+from materials.models import Material, ModelVersion, ScreeningBatch, ScreeningRow
 from tests.api_support import DATA, THROTTLE_OFF, token_client
 
 URL = "/api/screenings/"
@@ -59,13 +59,17 @@ def post_zip(client, content: bytes, name="release.zip", **fields):
 def test_upload_answers_202_and_enqueues_the_screening(users, django_capture_on_commit_callbacks):
     alice, client = users["alice"]
     with django_capture_on_commit_callbacks() as callbacks:
-        response = post_zip(client, zip_of({"LiCoO2.cif": cif(), "meta.csv": b"icsd_id\n"}), name="icsd-2026.zip")
+        response = post_zip(
+            client, zip_of({"LiCoO2.cif": cif(), "meta.csv": b"icsd_id\n"}), name="icsd-2026.zip", feff_budget=5
+        )
     assert response.status_code == 202, response.content
     body = response.json()
     batch = ScreeningBatch.objects.get(pk=body["screening"])
     assert body["job"] == batch.pk and body["status"] == "pending"
     assert body["status_url"].endswith(f"/api/screenings/{batch.pk}/")
     assert body["candidates_url"].endswith(f"/api/screenings/{batch.pk}/candidates/")
+    assert body["rows_url"].endswith(f"/api/screenings/{batch.pk}/rows/")
+    assert batch.feff_budget == 5
     assert batch.created_by == alice and batch.name == "icsd-2026" and batch.source == "icsd-2026.zip"
     assert zipfile.ZipFile(batch.upload.path).namelist() == ["LiCoO2.cif", "meta.csv"]
     assert len(callbacks) == 1  # start_screening_batch: the pipeline runs once this commits
@@ -89,10 +93,17 @@ def test_upload_validation(users, name, content, message):
     assert ScreeningBatch.objects.count() == 0
 
 
-def test_too_many_members(users, monkeypatch):
-    from materials import screening
+@pytest.mark.parametrize("budget", ["-1", "many", "1001"])
+def test_a_bad_feff_budget_is_a_400_and_stores_nothing(users, budget):
+    response = post_zip(users["alice"][1], zip_of({"LiCoO2.cif": cif()}), feff_budget=budget)
+    assert response.status_code == 400 and "feff_budget" in response.json()
+    assert ScreeningBatch.objects.count() == 0
 
-    monkeypatch.setattr(screening, "MAX_MEMBERS", 2)
+
+def test_too_many_members(users, monkeypatch):
+    from materials.screening import release
+
+    monkeypatch.setattr(release, "MAX_MEMBERS", 2)
     response = post_zip(users["alice"][1], zip_of({f"{i}.cif": cif() for i in range(3)}))
     assert response.status_code == 400 and "at most 2" in response.json()["file"][0]
 
@@ -153,10 +164,19 @@ def test_progress_and_visibility(users, django_assert_max_num_queries):
 
 @pytest.fixture
 def screened(users):
+    """Four rows as the two stages leave them: one classified from spectra, two by the
+    prior (one known), one not ranked yet."""
     alice = users["alice"][0]
     model = ModelVersion.objects.create(kind="svm-sg", status="ready", is_production=True)
-    found = []
-    for formula, p, label in (("Bi2Se3", 0.9, "topological"), ("TiO2", 0.2, ""), ("SnTe", 0.6, ""), ("NaCl", None, "")):
+    prior = ModelVersion.objects.create(kind="type-only", status="ready")
+    batch = make_batch(alice, [], model=model, status="done", progress=1.0, prior_version=prior)
+    rows = (
+        ("Bi2Se3", 0.7, 0.9, "spectral", "topological"),
+        ("TiO2", 0.2, None, "prior", ""),
+        ("SnTe", 0.6, None, "prior", ""),
+        ("NaCl", None, None, "prior", ""),
+    )
+    for formula, prior_p, spectral_p, stage, label in rows:
         material = Material.objects.create(
             formula=formula,
             reduced_formula=formula,
@@ -166,44 +186,69 @@ def screened(users):
             label=label,
             icsd_ids=[123, 456] if formula == "SnTe" else [],
         )
-        if p is not None:
-            Prediction.objects.create(
-                material=material,
-                model_version=model,
-                probability=p,
-                predicted_class="topological" if p >= 0.5 else "trivial",
-            )
-        found.append(material)
-    return make_batch(alice, found, model=model, status="done", progress=1.0)
+        batch.materials.add(material)
+        ScreeningRow.objects.create(
+            batch=batch,
+            material=material,
+            files=[f"{formula}.cif"],
+            stage=stage,
+            prior_probability=prior_p,
+            spectral_probability=spectral_p,
+            probability=spectral_p if spectral_p is not None else prior_p,
+            reason="classified from spectra" if spectral_p else "prior only: outside the FEFF budget",
+        )
+    return batch
 
 
-def test_candidates_as_json_ranked(users, screened, django_assert_max_num_queries):
+def test_candidates_as_json_ranked_with_their_stages(users, screened, django_assert_max_num_queries):
     with django_assert_max_num_queries(3):
         response = users["alice"][1].get(f"{URL}{screened.pk}/candidates/?format=json")
         rows = json.loads(b"".join(response.streaming_content))
     assert response.status_code == 200 and response["Content-Type"] == "application/json"
-    assert [(r["rank"], r["formula"], r["probability"]) for r in rows] == [
-        (1, "Bi2Se3", 0.9),
-        (2, "SnTe", 0.6),
-        (3, "TiO2", 0.2),
-        (4, "NaCl", None),
+    assert [(r["rank"], r["formula"], r["stage"], r["probability"]) for r in rows] == [
+        (1, "Bi2Se3", "spectral", 0.9),
+        (2, "SnTe", "prior", 0.6),
+        (3, "TiO2", "prior", 0.2),
+        (4, "NaCl", "prior", None),
     ]
-    assert rows[1]["icsd_ids"] == "123 456" and rows[1]["label"] == "unlabelled"
-    assert rows[0]["predicted_class"] == "topological" and rows[3]["predicted_class"] == ""
+    assert rows[0]["prior_probability"] == 0.7 and rows[0]["spectral_probability"] == 0.9
+    assert rows[1]["icsd_ids"] == "123 456" and rows[1]["label"] == "unlabelled" and rows[1]["files"] == "SnTe.cif"
+    assert rows[1]["reason"] == "prior only: outside the FEFF budget"
 
 
 def test_candidates_as_csv_with_filters(users, screened):
-    response = users["alice"][1].get(f"{URL}{screened.pk}/candidates/?format=csv&probability_min=0.5")
+    client = users["alice"][1]
+    response = client.get(f"{URL}{screened.pk}/candidates/?format=csv&probability_min=0.5")
     assert response["Content-Type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert [r["formula"] for r in rows] == ["Bi2Se3", "SnTe"]
-    response = users["alice"][1].get(f"{URL}{screened.pk}/candidates/?format=csv&label=unlabelled")
+    response = client.get(f"{URL}{screened.pk}/candidates/?format=csv&label=unlabelled")
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert [r["formula"] for r in rows] == ["SnTe", "TiO2", "NaCl"]
-    bad = users["alice"][1].get(f"{URL}{screened.pk}/candidates/?format=csv&probability_min=3")
+    response = client.get(f"{URL}{screened.pk}/candidates/?format=csv&stage=spectral")
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert [(r["formula"], r["spectral_probability"]) for r in rows] == [("Bi2Se3", "0.9")]
+    bad = client.get(f"{URL}{screened.pk}/candidates/?format=csv&probability_min=3")
     assert bad.status_code == 400 and bad["Content-Type"] == "application/json"
+    assert client.get(f"{URL}{screened.pk}/candidates/?stage=nope").status_code == 400
+
+
+def test_rows_are_cursor_paginated_best_first(users, screened, django_assert_max_num_queries):
+    client = users["alice"][1]
+    with django_assert_max_num_queries(4):
+        first = client.get(f"{URL}{screened.pk}/rows/?page_size=2").json()
+    assert [(r["formula"], r["stage"], r["probability"]) for r in first["results"]] == [
+        ("Bi2Se3", "spectral", 0.9),
+        ("SnTe", "prior", 0.6),
+    ]
+    assert first["results"][0]["prior_probability"] == 0.7 and first["results"][0]["label"] == "topological"
+    second = client.get(first["next"]).json()
+    assert [r["formula"] for r in second["results"]] == ["TiO2"]  # a row without a probability is not ranked yet
+    assert second["next"] is None
+    assert client.get(f"{URL}{screened.pk}/rows/?cursor=bogus").status_code == 404
 
 
 def test_candidates_are_private(users, screened):
     assert users["bob"][1].get(f"{URL}{screened.pk}/candidates/").status_code == 404
+    assert users["bob"][1].get(f"{URL}{screened.pk}/rows/").status_code == 404
     assert token_client().get(f"{URL}{screened.pk}/candidates/").status_code == 401

@@ -16,7 +16,6 @@ from materials.models import (
     Job,
     Material,
     ModelVersion,
-    ScreeningBatch,
     Spectrum,
     Status,
     TopologyLabel,
@@ -361,63 +360,6 @@ class RetrainSerializer(serializers.Serializer):
         required=False, help_text="Hyperparameters; the retrained model's by default (an empty object for none)."
     )
     name = serializers.CharField(required=False, max_length=100, allow_blank=True)
-
-
-class ScreeningBatchSerializer(serializers.ModelSerializer):
-    materials = serializers.IntegerField(source="n_materials", read_only=True, help_text="Materials in the batch.")
-    candidates_url = serializers.SerializerMethodField()
-    url = serializers.SerializerMethodField()
-
-    class Meta:
-        model = ScreeningBatch
-        fields = [
-            "id",
-            "name",
-            "source",
-            "status",
-            "progress",
-            "progress_message",
-            "error",
-            "stage_counts",
-            "rejected",
-            "model_version",
-            "materials",
-            "created",
-            "started",
-            "finished",
-            "url",
-            "candidates_url",
-        ]
-
-    def get_url(self, batch) -> str:
-        return reverse("api:screening-detail", args=[batch.pk], request=self.context.get("request"))
-
-    def get_candidates_url(self, batch) -> str:
-        return reverse("api:screening-candidates", args=[batch.pk], request=self.context.get("request"))
-
-
-class ScreeningUploadSerializer(serializers.Serializer):
-    file = serializers.FileField(help_text="A .zip of .cif files (and optionally one metadata .csv).")
-    name = serializers.CharField(required=False, max_length=200, allow_blank=True)
-
-
-class CandidateSerializer(serializers.Serializer):
-    rank = serializers.IntegerField()
-    material_id = serializers.IntegerField()
-    formula = serializers.CharField()
-    space_group = serializers.IntegerField(allow_null=True)
-    icsd_ids = serializers.CharField(help_text="Space-separated ICSD collection codes.")
-    mp_id = serializers.CharField()
-    probability = serializers.FloatField(allow_null=True)
-    predicted_class = serializers.ChoiceField(choices=[*BINARY_CLASSES, ("", "")])
-    label = serializers.ChoiceField(choices=LABEL_OUT_CHOICES)
-
-
-class CandidateQuerySerializer(serializers.Serializer):
-    probability_min = serializers.FloatField(
-        required=False, min_value=0.0, max_value=1.0, help_text="P(topological) at least this."
-    )
-    label = serializers.ChoiceField(choices=LABEL_OUT_CHOICES, required=False, help_text="Training label.")
 
 
 # --- Classifying a submitted material ------------------------------------------------------------

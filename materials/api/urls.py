@@ -4,7 +4,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import APIRootView, DefaultRouter
 
-from materials.api import views
+from materials.api import screenings, views
 from materials.api.throttles import DEFAULT_THROTTLES
 
 
@@ -29,7 +29,7 @@ router.register("spectra", views.SpectrumViewSet, basename="spectrum")
 router.register("labels", views.TopologyLabelViewSet, basename="label")
 router.register("models", views.ModelVersionViewSet, basename="modelversion")
 router.register("predictions", views.PredictionViewSet, basename="prediction")
-router.register("screenings", views.ScreeningViewSet, basename="screening")
+router.register("screenings", screenings.ScreeningViewSet, basename="screening")
 router.register("jobs", views.JobViewSet, basename="job")
 
 urlpatterns = [

@@ -7,13 +7,8 @@ request makes is a constant number, whatever the page size.
 
 from __future__ import annotations
 
-import zipfile
-from pathlib import Path, PurePosixPath
-
 import numpy as np
-from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, FilteredRelation, Q
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
@@ -27,7 +22,7 @@ from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
 from materials.api import serializers as s
-from materials.api.exceptions import PayloadTooLarge, ServiceUnavailable, api_exception_handler
+from materials.api.exceptions import ServiceUnavailable, api_exception_handler
 from materials.api.exports import CHUNK_SIZE, EXPORT_RENDERERS, streaming_export
 from materials.api.filters import (
     FilterBackend,
@@ -43,13 +38,12 @@ from materials.api.parsers import LimitedJSONParser, LimitedMultiPartParser, Spe
 from materials.api.permissions import IsStaffWithPermission
 from materials.api.queries import PredictionQuery
 from materials.api.schema import APIAutoSchema
-from materials.api.throttles import DEFAULT_THROTTLES, ClassifyThrottle, LoginThrottle, UploadThrottle
+from materials.api.throttles import DEFAULT_THROTTLES, ClassifyThrottle, LoginThrottle
 from materials.models import (
     Job,
     Material,
     ModelVersion,
     Prediction,
-    ScreeningBatch,
     Spectrum,
     TopologyLabel,
     TrainingRun,
@@ -619,226 +613,6 @@ def records_for(data):
         compositions=[data["composition"]],
         labels=np.array([-1], dtype=np.int64),
     )
-
-
-# --- Screenings ----------------------------------------------------------------------------------
-
-
-def screening_limits() -> dict:
-    """Zip-bomb guards: the screening pipeline's own limits where it defines them."""
-    from materials import screening
-
-    return {
-        "members": getattr(screening, "MAX_MEMBERS", 20_000),
-        "uncompressed": getattr(screening, "MAX_UNCOMPRESSED_BYTES", 512 * 1024 * 1024),
-        "ratio": getattr(screening, "MAX_COMPRESSION_RATIO", 200),
-    }
-
-
-def check_release_zip(upload) -> None:
-    """Refuse anything but a sane zip of .cif files (and .csv metadata), before storing it."""
-    name = upload.name or ""
-    if upload.size > settings.MAX_UPLOAD_BYTES:
-        raise PayloadTooLarge(f"{name} is {upload.size} bytes; the limit is {settings.MAX_UPLOAD_BYTES} bytes")
-    if not name.lower().endswith(".zip"):
-        raise ValidationError({"file": [f"{name[:100]!r}: upload a .zip of .cif files"]})
-    limits = screening_limits()
-    try:
-        with zipfile.ZipFile(upload) as archive:
-            infos = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
-        raise ValidationError({"file": [f"{name[:100]!r} is not a readable zip file ({error})"]}) from None
-    finally:
-        upload.seek(0)
-    members = [info for info in infos if not info.is_dir()]
-    if len(members) > limits["members"]:
-        raise ValidationError({"file": [f"{len(members)} files in the zip; at most {limits['members']} are accepted"]})
-    total = sum(info.file_size for info in members)
-    compressed = sum(info.compress_size for info in members) or 1
-    if total > limits["uncompressed"] or total / compressed > limits["ratio"]:
-        raise ValidationError(
-            {
-                "file": [
-                    f"the zip would unpack to {total} bytes from {compressed} (limits: {limits['uncompressed']} bytes, "
-                    f"ratio {limits['ratio']}); refusing what looks like a zip bomb"
-                ]
-            }
-        )
-    problems = []
-    for info in members:
-        path = PurePosixPath(info.filename)
-        if info.filename.startswith("/") or ".." in path.parts or "\\" in info.filename:
-            problems.append(f"{info.filename[:100]}: unsafe path")
-        elif info.flag_bits & 0x1:
-            problems.append(f"{info.filename[:100]}: encrypted")
-        elif "__macosx" in info.filename.lower() or path.name.startswith("."):
-            continue
-        elif path.suffix.lower() not in (".cif", ".csv"):
-            problems.append(f"{info.filename[:100]}: only .cif and .csv files are accepted")
-    if problems:
-        raise ValidationError({"file": problems[:20]})
-    if not any(PurePosixPath(info.filename).suffix.lower() == ".cif" for info in members):
-        raise ValidationError({"file": ["the zip holds no .cif file"]})
-
-
-class ScreeningAcceptedSerializer(serializers.Serializer):
-    screening = serializers.IntegerField()
-    job = serializers.IntegerField(help_text="The screening's id: it is its own job.")
-    status = serializers.CharField()
-    status_url = serializers.CharField()
-    candidates_url = serializers.CharField()
-
-
-CANDIDATE_COLUMNS = (
-    "rank",
-    "material_id",
-    "formula",
-    "space_group",
-    "icsd_ids",
-    "mp_id",
-    "probability",
-    "predicted_class",
-    "label",
-)
-
-
-@extend_schema_view(
-    list=extend_schema(summary="Your screenings (staff: all)", tags=["screenings"]),
-    retrieve=extend_schema(
-        summary="A screening's status, progress, stage counts and rejected files", tags=["screenings"]
-    ),
-)
-class ScreeningViewSet(APIMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Screen a release of structures: upload a zip of CIFs, follow it, fetch ranked candidates."""
-
-    permission_classes = [IsAuthenticated]
-    serializer_class = s.ScreeningBatchSerializer
-    pagination_class = SmallPagePagination
-    parser_classes = [LimitedMultiPartParser]
-    filterset_class = None
-
-    def max_body_bytes(self) -> int:
-        return settings.MAX_UPLOAD_BYTES + 64 * 1024  # the file plus the multipart envelope
-
-    def get_throttles(self):
-        throttles = super().get_throttles()
-        if getattr(self, "action", None) == "create":
-            throttles.append(UploadThrottle())
-        return throttles
-
-    def get_queryset(self):
-        batches = ScreeningBatch.objects.annotate(n_materials=Count("materials")).order_by("-created", "-id")
-        if getattr(self, "swagger_fake_view", False):
-            return batches.none()
-        if not self.request.user.is_staff:
-            batches = batches.filter(created_by=self.request.user)
-        return batches
-
-    @extend_schema(
-        summary="Upload a zip of CIFs to screen",
-        request={"multipart/form-data": s.ScreeningUploadSerializer},
-        responses={202: ScreeningAcceptedSerializer},
-        tags=["screenings"],
-        description="A .zip of .cif files (and optionally one metadata .csv for the ICSD quality filter), at most "
-        "MAX_UPLOAD_BYTES. Answers 202 with the screening's id; poll ``status_url``.",
-    )
-    def create(self, request, *args, **kwargs):
-        form = s.ScreeningUploadSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        upload = form.validated_data["file"]
-        check_release_zip(upload)
-        name = form.validated_data.get("name") or Path(upload.name).stem[:200]
-        from materials import screening
-
-        with transaction.atomic():
-            create_batch = getattr(screening, "create_batch", None)
-            if create_batch is not None:
-                batch = create_batch(name=name, source=upload.name[:200], upload=upload, user=request.user)
-            else:  # pragma: no cover - before the screening pipeline existed
-                batch = ScreeningBatch(name=name, source=upload.name[:200], created_by=request.user)
-                batch.upload.save(Path(upload.name).name, upload, save=False)
-                batch.save()
-            start = getattr(screening, "start_screening_batch", None)
-            if start is not None:
-                start(batch.pk)
-        batch.refresh_from_db(fields=["status"])
-        return Response(
-            {
-                "screening": batch.pk,
-                "job": batch.pk,
-                "status": batch.status,
-                "status_url": reverse("api:screening-detail", args=[batch.pk], request=request),
-                "candidates_url": reverse("api:screening-candidates", args=[batch.pk], request=request),
-            },
-            status=status.HTTP_202_ACCEPTED,
-        )
-
-    @extend_schema(
-        summary="A screening's candidates ranked by P(topological), as JSON or CSV (streamed)",
-        tags=["screenings"],
-        parameters=[FORMAT_PARAMETER, s.CandidateQuerySerializer],
-        responses={
-            (200, "application/json"): s.CandidateSerializer(many=True),
-            (200, "text/csv"): OpenApiResponse(response=OpenApiTypes.STR, description="A header row, then rows."),
-        },
-    )
-    @action(
-        detail=True,
-        methods=["get"],
-        renderer_classes=EXPORT_RENDERERS,
-        pagination_class=None,
-        filter_backends=[],
-    )
-    def candidates(self, request, *args, **kwargs):
-        check_format_parameter(request)
-        batch = self.get_object()
-        model_id = (
-            batch.model_version_id
-            or ModelVersion.objects.filter(is_production=True).values_list("id", flat=True).first()
-        )
-        materials = Material.objects.filter(screenings=batch).annotate(
-            prediction=FilteredRelation("predictions", condition=Q(predictions__model_version_id=model_id)),
-            probability=F("prediction__probability"),
-        )
-        query = s.CandidateQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        if query.validated_data.get("probability_min") is not None:
-            materials = materials.filter(probability__gte=query.validated_data["probability_min"])
-        label = query.validated_data.get("label")
-        if label:
-            materials = materials.filter(label="" if label == "unlabelled" else label)
-        materials = materials.order_by(F("probability").desc(nulls_last=True), "id")
-        rows = (
-            (
-                rank,
-                pk,
-                formula,
-                space_group,
-                " ".join(str(i) for i in (icsd_ids or [])),
-                mp_id or "",
-                probability,
-                predicted_class or "",
-                s.LABEL_OUT.get(label, "unlabelled"),
-            )
-            for rank, (pk, formula, space_group, icsd_ids, mp_id, probability, predicted_class, label) in enumerate(
-                materials.values_list(
-                    "id",
-                    "reduced_formula",
-                    "space_group_number",
-                    "icsd_ids",
-                    "mp_id",
-                    "probability",
-                    "prediction__predicted_class",
-                    "label",
-                ).iterator(chunk_size=CHUNK_SIZE),
-                start=1,
-            )
-        )
-        return streaming_export(request.accepted_renderer.format, CANDIDATE_COLUMNS, rows, f"screening-{batch.pk}")
-
-    def finalize_response(self, request, response, *args, **kwargs):
-        force_json_errors(request, response)
-        return super().finalize_response(request, response, *args, **kwargs)
 
 
 # --- Tokens --------------------------------------------------------------------------------------

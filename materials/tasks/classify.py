@@ -47,11 +47,10 @@ def promote_model(job_id: int, model_version_id: int) -> None:
     run_tracked(job, lambda: {"production": promote(model_version_id).pk})
 
 
-@shared_task(time_limit=6 * 3600)
+@shared_task(time_limit=3600)
 def screen_release(batch_id: int) -> None:
-    """Screen one uploaded release: parse, filter, dedupe, find spectra, classify."""
-    from materials.models import ScreeningBatch
-    from materials.screening import screen_batch
+    """Screen one release: stage 1 here, stage 2's FEFF jobs on the ``feff`` queue."""
+    from materials.screening.pipeline import screen_batch
+    from materials.tasks.feff import run_screening_jobs
 
-    batch = ScreeningBatch.objects.get(pk=batch_id)
-    run_tracked(batch, lambda: screen_batch(batch_id))
+    run_screening_jobs(screen_batch(batch_id))

@@ -28,15 +28,20 @@ Why it is safe to re-run, and what happens when things go wrong:
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from celery import shared_task
+from celery import group, shared_task
+from django.conf import settings
+from django.db import connection
 
 from materials.models import Job, Status
+from materials.screening.processes import django_on_database
 from materials.spectra_compute import compute_material_spectra
 from materials.tasks.base import run_tracked
 
@@ -115,3 +120,38 @@ def compute_spectrum(job_id: int) -> None:
         return {**outcome.as_result(), "attempts": attempts}
 
     run_tracked(job, work)
+
+
+@shared_task(soft_time_limit=SOFT_TIME_LIMIT_S, time_limit=TIME_LIMIT_S)
+def screening_spectrum(job_id: int) -> None:
+    """One (material, element) of a screening's stage 2: compute it, then settle the row."""
+    from materials.screening.stage2 import settle_feff_job
+
+    compute_spectrum(job_id)
+    settle_feff_job(job_id)
+
+
+def run_screening_jobs(job_ids: list[int]) -> None:
+    """Hand a screening's FEFF jobs to the ``feff`` queue; without a broker run them here,
+    in ``SCREEN_FEFF_PROCESSES`` processes (each runs the task as a worker would)."""
+    if not job_ids:
+        return
+    if not settings.CELERY_TASK_ALWAYS_EAGER:
+        group(screening_spectrum.s(job_id) for job_id in job_ids).apply_async()
+        return
+    processes = min(settings.SCREEN_FEFF_PROCESSES, len(job_ids))
+    database = connection.settings_dict
+    in_memory = connection.vendor == "sqlite" and ("memory" in str(database["NAME"]) or database["NAME"] == "")
+    if processes <= 1 or in_memory or multiprocessing.current_process().daemon:
+        for job_id in job_ids:
+            screening_spectrum.apply(args=[job_id])
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding TensorFlow threads and sockets
+    with ProcessPoolExecutor(
+        processes, mp_context=context, initializer=django_on_database, initargs=(database["NAME"],)
+    ) as pool:
+        list(pool.map(_run_screening_job, job_ids))
+
+
+def _run_screening_job(job_id: int) -> None:
+    screening_spectrum.apply(args=[job_id])

@@ -1,5 +1,5 @@
 /* Live progress of one screening: poll its status JSON until it finishes, then reload
- * the page once so the ranked candidates appear. */
+ * the page once so the final ranking appears (and once when stage 1's ranking first exists). */
 (function () {
   "use strict";
   var panel = document.getElementById("screening-status");
@@ -39,6 +39,13 @@
         error.hidden = !state.error;
         error.textContent = state.error || "";
         renderStages(state.stages || []);
+        var two = state.stage_two || { jobs: 0, finished: 0, fraction: 0 };
+        var bar = field("stage-two");
+        if (bar) bar.value = two.fraction;
+        var text = field("stage-two-text");
+        if (text) text.textContent = two.finished + " of " + two.jobs + " spectra";
+        var ranking = document.getElementById("ranking");
+        if (!ranking && state.stage_counts && state.stage_counts.ranked) { window.location.reload(); return; }
         if (state.finished) { window.location.reload(); return; }
         delay = 2000;
         window.setTimeout(poll, delay);
