@@ -61,7 +61,7 @@ def build_site(tmp: Path) -> Site:
     from django.contrib.auth import get_user_model
 
     from materials.bundled import load_bundled
-    from materials.models import Material, Prediction, ScreeningBatch
+    from materials.models import Material, Prediction, ScreeningBatch, ScreeningRow
     from materials.training import promote
 
     load_bundled(make_subset(tmp / "data", n_compounds=40))
@@ -80,10 +80,24 @@ def build_site(tmp: Path) -> Site:
         progress=1.0,
         progress_message="classified",
         model_version=production,
-        stage_counts={"files": 7, "parsed": 6, "unparseable": 1, "existing_materials": 6, "classified": 6},
+        stage_counts={"files": 7, "parsed": 6, "unparseable": 1, "existing_materials": 6, "ranked": 6, "spectral": 2},
         rejected=[{"file": "broken.cif", "reason": "cannot parse CIF: no data block"}],
     )
     batch.materials.add(*ranked[:6])
+    probabilities = dict(Prediction.objects.filter(model_version=production).values_list("material_id", "probability"))
+    for index, material_id in enumerate(ranked[:6]):
+        spectral = index < 2  # two reached stage 2, the rest are ranked by the prior
+        p = probabilities[material_id]
+        ScreeningRow.objects.create(
+            batch=batch,
+            material_id=material_id,
+            files=[f"entry-{index}.cif"],
+            stage="spectral" if spectral else "prior",
+            prior_probability=p / 2 if spectral else p,
+            spectral_probability=p if spectral else None,
+            probability=p,
+            reason="classified from spectra" if spectral else "prior only: outside the FEFF budget",
+        )
     material = Material.objects.filter(pk__in=ranked, labels__isnull=False, spectra__isnull=False).exclude(
         mp_id=None
     ).distinct().order_by("id").first() or Material.objects.get(pk=ranked[0])
@@ -563,15 +577,18 @@ def test_screening_list_detail_status_and_download(client, site, django_assert_m
         detail = client.get(reverse("materials:screening-detail", args=[batch.pk]))
     body = text(detail)
     assert "files in the release" in body and "broken.cif" in body
-    probabilities = [p.probability for p in detail.context["rows"]]
+    probabilities = [row.probability for row in detail.context["rows"]]
     assert len(probabilities) == 6 and probabilities == sorted(probabilities, reverse=True)
+    assert "classified from spectra" in body and "prior only: outside the FEFF budget" in body
     assert "screening.js" not in body  # finished: nothing to poll
     with django_assert_max_num_queries(1):
         status = client.get(reverse("materials:screening-status", args=[batch.pk])).json()
-    assert status["status"] == "done" and status["finished"] and status["stage_counts"]["classified"] == 6
+    assert status["status"] == "done" and status["finished"] and status["stage_counts"]["spectral"] == 2
+    assert {"key": "ranked", "label": "stage 1: ranked by the prior", "count": 6} in status["stages"]
     download = client.get(reverse("materials:screening-download", args=[batch.pk]))
     rows = list(csv.DictReader(io.StringIO(download.content.decode())))
     assert [int(r["rank"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert sorted(r["stage"] for r in rows) == ["prior"] * 4 + ["spectral"] * 2
 
 
 @pytest.mark.django_db
@@ -581,7 +598,7 @@ def test_a_running_screening_polls_its_status(client, site):
     batch = ScreeningBatch.objects.create(name="Running", status="running", progress=0.3, progress_message="parsed")
     body = text(client.get(reverse("materials:screening-detail", args=[batch.pk])))
     assert "screening.js" in body and reverse("materials:screening-status", args=[batch.pk]) in body
-    assert "Candidates appear here when the classification stage finishes" in body
+    assert "The ranking appears here when stage 1 ends" in body and "Stage 2 (FEFF)" in body
 
 
 def release_zip(tmp_path: Path, name: str = "release.zip", with_cif: bool = True) -> Path:
@@ -610,9 +627,10 @@ def test_uploading_a_release_needs_a_login_and_starts_a_screening(
         django_capture_on_commit_callbacks(execute=False),
         release_zip(tmp_path).open("rb") as handle,
     ):
-        response = client.post(url, {"name": "ICSD sample", "release": handle})
+        response = client.post(url, {"name": "ICSD sample", "release": handle, "feff_budget": "2"})
     assert response.status_code == 302
     batch = ScreeningBatch.objects.latest("created")
+    assert batch.feff_budget == 2
     assert ScreeningBatch.objects.count() == before + 1
     assert response["Location"] == reverse("materials:screening-detail", args=[batch.pk])
     assert batch.name == "ICSD sample" and batch.created_by == site.user and batch.upload
