@@ -1,7 +1,10 @@
 """Model artifacts on disk: one zip per ModelVersion, written atomically.
 
-The bundle holds the fitted preprocessor (``preprocessor.json``), the mlcore model
-artifact (``model.zip``; no pickle inside) and the model kind. It is written to a
+The bundle holds the fitted preprocessor (``preprocessor.json``: its version and
+normalisation rule included), the mlcore model artifact (``model.zip``; no pickle inside),
+the model kind, and the decision rule (``decision.json``: the calibrator fitted on
+validation and the abstain band chosen there; bundles written before it have none, and
+answer with raw probabilities and the single threshold). It is written to a
 temporary file in the same folder and renamed into place, so a worker killed mid-write
 leaves no partial file behind, and a ModelVersion only ever points to a complete one.
 Artifacts load only from our own storage (MEDIA_ROOT); a path outside it is refused.
@@ -22,6 +25,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from mlcore.decision import DecisionRule
 from mlcore.models import MODEL_KINDS
 from mlcore.preprocess import SpectrumPreprocessor
 
@@ -33,6 +37,7 @@ class ModelBundle:
     kind: str
     model: object
     preprocessor: SpectrumPreprocessor | None
+    decision_rule: DecisionRule | None = None
 
 
 #: Leftovers of a writer killed mid-write (``.partial-*``) older than this are removed by the next
@@ -75,6 +80,8 @@ def write_bundle(relative_name: str, bundle: ModelBundle) -> tuple[str, str]:
             archive.write(model_path, "model.zip")
             if bundle.preprocessor is not None:
                 archive.writestr("preprocessor.json", json.dumps(bundle.preprocessor.to_dict()))
+            if bundle.decision_rule is not None:
+                archive.writestr("decision.json", json.dumps(bundle.decision_rule.to_dict()))
         data = buffer.getvalue()
         descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=".partial-", suffix=".zip")
         try:
@@ -110,6 +117,7 @@ def read_bundle(relative_name: str, expected_sha256: str = "") -> ModelBundle:
             model_bytes = archive.read("model.zip")
             names = set(archive.namelist())
             preprocessor_state = json.loads(archive.read("preprocessor.json")) if "preprocessor.json" in names else None
+            decision_state = json.loads(archive.read("decision.json")) if "decision.json" in names else None
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as error:
         raise ValueError(f"{relative_name} is not a model bundle: {error}") from None
     if meta.get("format") != BUNDLE_FORMAT or meta.get("kind") not in MODEL_KINDS:
@@ -119,4 +127,5 @@ def read_bundle(relative_name: str, expected_sha256: str = "") -> ModelBundle:
         model_path.write_bytes(model_bytes)
         model = MODEL_KINDS[meta["kind"]].load(model_path)
     preprocessor = SpectrumPreprocessor.from_dict(preprocessor_state) if preprocessor_state else None
-    return ModelBundle(kind=meta["kind"], model=model, preprocessor=preprocessor)
+    decision_rule = DecisionRule.from_dict(decision_state) if decision_state else None
+    return ModelBundle(kind=meta["kind"], model=model, preprocessor=preprocessor, decision_rule=decision_rule)

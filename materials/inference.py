@@ -17,14 +17,18 @@ from django.utils import timezone
 
 from materials.arrays import MaterialRecords, SpectraArrays, load_records, load_spectra_arrays
 from materials.artifacts import ModelBundle, read_bundle
+from materials.decisions import check_inputs, decide_one, decision_rule_for
 from materials.models import TOPOLOGICAL, TRIVIAL, ElementMetric, Material, ModelVersion, Prediction
 from materials.training import SPECTRAL_KINDS, transform_records
+from mlcore.models import MODEL_KINDS
 
 logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 10_000
-#: Spectral model kinds whose network also reads element fractions (parsed from formulas).
-COMPOSITION_KINDS = {"cnn-sg-composition"}
+#: Model kinds that read element fractions (parsed from formulas): the network, or its prior.
+COMPOSITION_KINDS = frozenset(name for name, kind in MODEL_KINDS.items() if kind.uses_composition or kind.uses_prior)
+#: Kinds that can answer for a material with spectra of only some of its elements, best first.
+PARTIAL_SPECTRA_KINDS = ("stacked", "cnn-sg-composition")
 
 
 @lru_cache(maxsize=4)
@@ -175,6 +179,10 @@ def chunked(values: list[int], size: int = CHUNK_SIZE) -> list[list[int]]:
 
 @dataclass
 class Classification:
+    """One submitted material's answer. ``probability`` is calibrated (the decision rule of
+    the answering model); ``raw_probability`` is the model's own output; ``decision`` is
+    topological, trivial or abstain, with ``reasons`` ({code, text}) whenever it abstains."""
+
     probability: float
     predicted_class: str
     threshold: float
@@ -185,6 +193,14 @@ class Classification:
     trust: dict[str, dict] = field(default_factory=dict)
     edge_offsets_ev: dict[str, float] = field(default_factory=dict)
     off_scale: dict[str, str] = field(default_factory=dict)
+    raw_probability: float = 0.0
+    decision: str = ""
+    reasons: list[dict] = field(default_factory=list)
+    calibrated: bool = False
+    band: dict = field(default_factory=dict)
+    model_kind: str = ""
+    answered_by: str = ""
+    preprocessing_version: int | None = None
 
 
 def element_trust(version: ModelVersion, elements) -> dict[str, dict]:
@@ -196,32 +212,73 @@ def element_trust(version: ModelVersion, elements) -> dict[str, dict]:
     return trust
 
 
-def classify_material(version: ModelVersion, records: MaterialRecords, composition_elements=None) -> Classification:
-    """Classify one material (``records`` of length 1) and explain it.
+def answering_model(version: ModelVersion, present, expected) -> tuple[ModelVersion, str]:
+    """The model that answers for a material with spectra of ``present`` elements out of the
+    formula's ``expected``: the given (production) model, unless the spectra are partial and it
+    cannot use the composition for the rest; then the newest ready model of a kind that can
+    (stacked prior + spectra first, then CNN-sg + composition), if there is one."""
+    registered = MODEL_KINDS[version.kind]
+    partial = bool(set(expected) - set(present))
+    if not partial or not registered.uses_spectra or registered.uses_composition or registered.uses_prior:
+        return version, "production model"
+    for kind in PARTIAL_SPECTRA_KINDS:
+        candidate = (
+            ModelVersion.objects.filter(kind=kind, status=ModelVersion.State.READY)
+            .exclude(artifact="")
+            .order_by("-created", "-pk")
+            .first()
+        )
+        if candidate is not None:
+            return candidate, (
+                f"{kind} model {candidate.pk}: spectra of {len(set(present))} of {len(set(expected))} elements, and "
+                f"the production model ({version.kind}) cannot use the composition for the rest"
+            )
+    return version, "production model (no ready model can use the composition for the missing elements)"
 
-    Each element's contribution is the change in P(topological) when that element's
-    spectrum is left out (positive: the spectrum pushes towards topological).
-    Elements of the composition without a spectrum are reported as missing.
+
+def classify_material(version: ModelVersion, records: MaterialRecords, composition_elements=None) -> Classification:
+    """Classify one material (``records`` of length 1), decide or abstain, and explain it.
+
+    The answering model is ``version`` unless the spectra are partial and a model that can
+    use the composition exists (:func:`answering_model`). Each element's contribution is the
+    change in calibrated P(topological) when that element's spectrum is left out (positive:
+    the spectrum pushes towards topological). Elements of the composition without a spectrum
+    are reported as missing.
     """
-    probability = float(predict_records(version, records)[0])
     present = [spectrum.element for spectrum in records.spectra[0]]
+    expected = set(composition_elements or records.compositions[0])
+    version, answered_by = answering_model(version, present, expected)
+    bundle = load_bundle(version)
+    rule = decision_rule_for(bundle, version.threshold)
+    raw = float(predict_records(version, records)[0])
     contributions = {}
     if version.kind in SPECTRAL_KINDS and len(present) > 1:
+        calibrated = float(rule.calibrate(np.array([raw]))[0])
         for element in present:
             without = float(predict_records(version, records.drop_element(0, element))[0])
-            contributions[element] = probability - without
-    expected = set(composition_elements or records.compositions[0])
-    preprocessor = load_bundle(version).preprocessor if version.kind in SPECTRAL_KINDS else None
+            contributions[element] = calibrated - float(rule.calibrate(np.array([without]))[0])
+    preprocessor = bundle.preprocessor if version.kind in SPECTRAL_KINDS else None
     spectra = records.spectra[0]
+    checked = check_inputs(version.kind, preprocessor, spectra, sorted(expected | set(present)))
+    decided = decide_one(rule, raw, checked)
+    known = [s for s in spectra if preprocessor is not None and s.element in preprocessor.windows_ev_]
     return Classification(
-        probability=probability,
-        predicted_class=TOPOLOGICAL if probability >= version.threshold else TRIVIAL,
+        probability=decided.probability,
+        predicted_class=TOPOLOGICAL if raw >= version.threshold else TRIVIAL,
         threshold=version.threshold,
         model_version=version.pk,
         elements=present,
         missing_elements=sorted(expected - set(present)),
         contributions=contributions,
         trust=element_trust(version, present or expected),
-        edge_offsets_ev=preprocessor.edge_offsets_ev(spectra) if preprocessor else {},
-        off_scale=preprocessor.off_scale(spectra) if preprocessor else {},
+        edge_offsets_ev=preprocessor.edge_offsets_ev(known) if preprocessor else {},
+        off_scale=preprocessor.off_scale(known) if preprocessor else {},
+        raw_probability=raw,
+        decision=decided.decision,
+        reasons=decided.reasons_json(),
+        calibrated=rule.calibrator.method != "identity",
+        band={"low": rule.band.low, "high": rule.band.high, "target_precision": rule.band.target_precision},
+        model_kind=version.kind,
+        answered_by=answered_by,
+        preprocessing_version=getattr(preprocessor, "version", None),
     )

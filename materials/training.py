@@ -27,6 +27,7 @@ from django.utils import timezone
 import mlcore
 from materials.arrays import MaterialRecords, load_records
 from materials.artifacts import ModelBundle, read_bundle, write_bundle
+from materials.decisions import decision_metrics
 from materials.models import (
     Dataset,
     ElementMetric,
@@ -36,6 +37,7 @@ from materials.models import (
     TrainingRun,
 )
 from mlcore import evaluate
+from mlcore.decision import fit_decision_rule
 from mlcore.elements import ELEMENTS
 from mlcore.models import MODEL_KINDS, make_model
 from mlcore.split import element_balanced_split
@@ -266,9 +268,12 @@ def train_model_version(run_id: int) -> None:
     p_test = fitted.predict_proba(records.test)
     threshold = float(evaluate.choose_threshold(records.validation.labels, p_validation))
     metrics = evaluation_metrics(fitted, records, p_validation, p_test, threshold)
+    # Calibration and abstain band (materials.decisions): fitted and chosen on validation only, measured on test.
+    rule = fit_decision_rule(records.validation.labels, p_validation, records.test.labels, p_test, threshold)
+    metrics.update(decision_metrics(rule, fitted.preprocessor))
     relative, sha = write_bundle(
         f"models/model-{version.pk}-{timezone.now():%Y%m%d%H%M%S}.zip",
-        ModelBundle(kind=version.kind, model=model, preprocessor=fitted.preprocessor),
+        ModelBundle(kind=version.kind, model=model, preprocessor=fitted.preprocessor, decision_rule=rule),
     )
     with transaction.atomic():
         version.artifact.name = relative

@@ -51,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlcore import envelope
 from mlcore.data import MaterialSpectra, RawSpectrum, composition_matrix
 from mlcore.elements import ELEMENTS, K_EDGE_ENERGY_EV, N_ELEMENTS, check_absorbing_element
 from mlcore.resample import BATCH_ROWS, batch_transform
@@ -142,6 +143,7 @@ class SpectrumPreprocessor:
         self.scale_ = {}
         self.n_spectra_ = {}
         self.edges_ev_ = {}
+        self.envelope_ = {}
         for element in sorted(by_element, key=ELEMENTS.index):
             pairs = by_element[element]
             edges = edges_by_element[element]
@@ -155,7 +157,34 @@ class SpectrumPreprocessor:
             # A single flat training spectrum has zero spread; do not divide by zero.
             self.scale_[element] = scale if scale > 1e-12 else 1.0
             self.n_spectra_[element] = len(pairs)
+            grid = self._grid(element)
+            masks = np.stack([envelope.covered(grid, e) for e, _ in pairs])
+            standardised = (resampled - self.center_[element]) / self.scale_[element]
+            self.envelope_[element] = envelope.fit_element(standardised, masks)
         return self
+
+    def off_distribution(self, spectra: Sequence[RawSpectrum]) -> dict[str, str]:
+        """Spectra that, as the model sees them, lie outside the training spectra of their
+        element (:mod:`mlcore.envelope`), with the reason; elements without an envelope
+        (unseen, or a preprocessor saved before envelopes) are left out."""
+        self._check_fitted()
+        found = {}
+        for spectrum in spectra:
+            entry = getattr(self, "envelope_", {}).get(spectrum.element)
+            if entry is None:
+                continue
+            x, y, _ = self._model_coordinates(0, spectrum)
+            values = self._resample(0, spectrum.element, x, y)
+            d = envelope.distance(
+                values, envelope.covered(self._grid(spectrum.element), x), entry["mean"], entry["std"]
+            )
+            if d > entry["limit"]:
+                found[spectrum.element] = (
+                    f"{spectrum.element} spectrum, {'aligned and normalised' if self.aligned else 'as given'}, lies "
+                    f"outside the training spectra: distance {d:.1f} from their mean, where 99 % of them are "
+                    f"within {entry['limit']:.1f}"
+                )
+        return found
 
     # ------------------------------------------------------------- transforming
     def transform(
@@ -437,6 +466,7 @@ class SpectrumPreprocessor:
                 }
                 for element in self.windows_ev_
             },
+            "envelope": envelope.to_state(getattr(self, "envelope_", {})),
         }
 
     @classmethod
@@ -457,6 +487,7 @@ class SpectrumPreprocessor:
         preprocessor.edges_ev_ = {
             e: tuple(float(v) for v in elements[e]["edge_ev"]) for e in elements if "edge_ev" in elements[e]
         }
+        preprocessor.envelope_ = envelope.from_state(state.get("envelope", {}))
         return preprocessor
 
     def save(self, path: str | Path) -> None:

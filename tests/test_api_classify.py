@@ -51,8 +51,12 @@ def test_classifies_a_real_spectrum_and_flags_missing_edges(client, trained_worl
     assert answer["model_version"] == trained_world.version.pk
     assert answer["model_kind"] == "svm-sg"
     assert answer["threshold"] == pytest.approx(trained_world.version.threshold)
-    expected = "topological" if answer["probability"] >= answer["threshold"] else "trivial"
+    expected = "topological" if answer["raw_probability"] >= answer["threshold"] else "trivial"
     assert answer["predicted_class"] == expected
+    # One of LiCoO2's three elements has a spectrum and SVM-sg cannot use the composition: no answer.
+    assert answer["decision"] == "abstain"
+    assert "missing_spectra" in [reason["code"] for reason in answer["reasons"]]
+    assert answer["calibrated"] is True and answer["preprocessing_version"] == 2
     assert answer["elements"] == ["Co"]
     assert answer["missing_elements"] == ["Li", "O"]
     assert answer["complete"] is False
@@ -118,7 +122,11 @@ def test_a_model_stored_before_preprocessing_versions_keeps_reading_absolute_ene
         answer = post_json(client, body).json()
         assert answer["model_version"] == old.pk
         assert answer["off_scale_elements"] == [spectrum.element]
-        assert any("another energy scale" in note for note in answer["warnings"])
+        assert answer["decision"] == "abstain" and answer["calibrated"] is False
+        assert answer["probability"] == answer["raw_probability"]  # stored before calibration: raw
+        assert answer["preprocessing_version"] == 1
+        reasons = {reason["code"]: reason["text"] for reason in answer["reasons"]}
+        assert "another energy scale" in reasons["off_distribution"]
     finally:
         ModelVersion.objects.filter(pk=old.pk).update(is_production=False)
         ModelVersion.objects.filter(pk=version.pk).update(is_production=True)

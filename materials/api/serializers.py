@@ -21,6 +21,7 @@ from materials.models import (
     TopologyLabel,
     TrainingRun,
 )
+from mlcore.decision import DECISIONS, REASON_CODES
 from mlcore.elements import ABSORBING_ELEMENTS, ELEMENTS
 from mlcore.preprocess import MIN_POINTS, k_edge_region_ev, validate_spectrum
 
@@ -639,13 +640,55 @@ class ElementTrustSerializer(serializers.Serializer):
     trivial = ClassTrustSerializer(required=False)
 
 
+class ReasonSerializer(serializers.Serializer):
+    code = serializers.ChoiceField(
+        choices=list(REASON_CODES),
+        help_text="unseen_element: a spectrum of an element the model never saw in training; off_distribution: a "
+        "spectrum that, aligned and normalised, lies outside the training spectra (models stored before "
+        "preprocessing version 2: an edge off the training energy scale); missing_spectra: most of the formula's "
+        "elements lack a spectrum and the model cannot use the composition; uncertain: the calibrated probability "
+        "lies inside the abstain band chosen on validation.",
+    )
+    text = serializers.CharField(help_text="The reason in words, with the numbers behind it.")
+
+
 class ClassificationSerializer(serializers.Serializer):
-    probability = serializers.FloatField(allow_null=True, help_text="P(topological).")
-    predicted_class = serializers.ChoiceField(choices=BINARY_CLASSES)
+    probability = serializers.FloatField(
+        allow_null=True,
+        help_text="Calibrated P(topological): the model's probability mapped by the calibrator fitted on the "
+        "validation split (equal to raw_probability for models stored before calibration).",
+    )
+    raw_probability = serializers.FloatField(allow_null=True, help_text="The model's own, uncalibrated output.")
+    calibrated = serializers.BooleanField(help_text="Whether the answering model has a fitted calibrator.")
+    decision = serializers.ChoiceField(
+        choices=list(DECISIONS),
+        help_text="The answer: topological or trivial when the calibrated probability is outside the abstain band "
+        "and no input check failed; otherwise abstain (see reasons). The probability is returned either way.",
+    )
+    reasons = ReasonSerializer(many=True, help_text="Why the answer is abstain; empty when it is decided.")
+    band = serializers.DictField(
+        child=serializers.FloatField(),
+        help_text="The abstain band on the calibrated probability: low, high (abstain when low < P < high, chosen "
+        "on validation for target_precision in both decided classes).",
+    )
+    predicted_class = serializers.ChoiceField(
+        choices=BINARY_CLASSES, help_text="Raw probability against the single threshold (before abstaining)."
+    )
     threshold = serializers.FloatField()
-    model_version = serializers.IntegerField()
+    model_version = serializers.IntegerField(help_text="The model that answered.")
     model_kind = serializers.CharField()
-    elements = serializers.ListField(child=serializers.CharField(), help_text="Elements whose spectra were used.")
+    answered_by = serializers.CharField(
+        help_text="Why this model answered: the production model, or a model that can use the composition when "
+        "only some elements have spectra."
+    )
+    preprocessing_version = serializers.IntegerField(
+        allow_null=True,
+        help_text="The answering model's preprocessing version (2: spectra aligned on E0 and "
+        "normalised to a unit edge step).",
+    )
+    elements = serializers.ListField(
+        child=serializers.CharField(), help_text="Elements whose spectra were used (seen by the model)."
+    )
     missing_elements = serializers.ListField(
         child=serializers.CharField(), help_text="Elements of the composition without a spectrum."
     )
@@ -656,19 +699,20 @@ class ClassificationSerializer(serializers.Serializer):
     space_group_source = serializers.ChoiceField(choices=["payload", "structure"], allow_null=True)
     contributions = serializers.DictField(
         child=serializers.FloatField(allow_null=True),
-        help_text="Leave-one-element-out: P(topological) minus P without that element's spectrum.",
+        help_text="Leave-one-element-out: calibrated P(topological) minus calibrated P without that element's "
+        "spectrum.",
     )
     trust = serializers.DictField(
         child=ElementTrustSerializer(), help_text="Validation recall and support per element and class."
     )
     edge_offsets_ev = serializers.DictField(
         child=serializers.FloatField(),
-        help_text="Per element: this spectrum's edge (steepest rise) minus the median edge of the model's training "
-        "spectra, in eV. Chemical shifts are a few eV; ~10 eV means another energy scale.",
+        help_text="Per element: this spectrum's edge (E0) minus the median edge of the model's training spectra, in "
+        "eV. Chemical shifts are a few eV; ~10 eV means another energy scale, which preprocessing version 2 aligns.",
     )
     off_scale_elements = serializers.ListField(
         child=serializers.CharField(),
-        help_text="Elements whose edge lies outside the training spectra's range and over 5 eV from their median "
-        "(another code, preset or calibration): the prediction is unreliable; ``warnings`` says why.",
+        help_text="Models stored before preprocessing version 2 only: elements whose edge lies outside the training "
+        "spectra's range and over 5 eV from their median (another code, preset or calibration); they abstain.",
     )
     warnings = serializers.ListField(child=serializers.CharField())

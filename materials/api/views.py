@@ -479,13 +479,21 @@ class ClassifyView(APIMixin, APIView):
             )
         if version.kind in SPECTRA_FREE_KINDS:
             notes.append(f"model {version.pk} ({version.kind}) reads composition and space group only")
-        notes.extend(result.off_scale.values())
+        if result.model_version != version.pk:
+            notes.append(f"answered by {result.answered_by}")
         answer = {
             "probability": result.probability,
+            "raw_probability": result.raw_probability,
+            "calibrated": result.calibrated,
+            "decision": result.decision,
+            "reasons": result.reasons,
+            "band": result.band,
             "predicted_class": result.predicted_class,
             "threshold": result.threshold,
             "model_version": result.model_version,
-            "model_kind": version.kind,
+            "model_kind": result.model_kind,
+            "answered_by": result.answered_by,
+            "preprocessing_version": result.preprocessing_version,
             "elements": result.elements,
             "missing_elements": result.missing_elements,
             "complete": not result.missing_elements,

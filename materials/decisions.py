@@ -1,0 +1,97 @@
+"""Decide or abstain for one material: the one home of the rule the API, the CLI, the
+material page and screening rows all show.
+
+A model version's decision rule (calibrator + abstain band, fitted on validation; see
+:mod:`mlcore.decision`) travels in its bundle; a bundle written before it gets the
+uncalibrated rule (raw probability, the single stored threshold). The input checks that
+make the answer ``abstain`` whatever the probability are made here, from the model's own
+preprocessor and kind.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlcore.data import RawSpectrum
+from mlcore.decision import Decision, DecisionRule, Reason, decide, missing_spectra_reason
+from mlcore.models import MODEL_KINDS
+
+
+def decision_rule_for(bundle, threshold: float) -> DecisionRule:
+    """The bundle's decision rule, or the uncalibrated one at ``threshold`` for old bundles."""
+    return bundle.decision_rule or DecisionRule.uncalibrated(threshold)
+
+
+def decision_metrics(rule: DecisionRule, preprocessor) -> dict:
+    """What a training stores in ``ModelVersion.metrics`` about calibration, the band and the
+    preprocessing (its version and normalisation rule: provenance of the inputs)."""
+    preprocessing = {"version": 1}
+    if preprocessor is not None:
+        state = preprocessor.to_dict()
+        preprocessing = {key: state[key] for key in ("version", "normalisation", "n_points") if key in state}
+        preprocessing["windows_ev"] = {element: entry["window_ev"] for element, entry in state["elements"].items()}
+    calibration = {**rule.report, "calibrator": rule.calibrator.to_dict(), "band": rule.band.to_dict()}
+    return json.loads(json.dumps({"calibration": calibration, "preprocessing": preprocessing}, default=_plain))
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+@dataclass
+class Checked:
+    """The input checks of one material against one model."""
+
+    reasons: list[Reason]
+    unseen: list[str]
+    off_distribution: dict[str, str]
+
+
+def check_inputs(kind: str, preprocessor, spectra: Sequence[RawSpectrum], formula_elements: Sequence[str]) -> Checked:
+    """Reasons to abstain whatever the probability: unseen elements, spectra off the training
+    distribution, most of the formula without spectra for a model that cannot use composition."""
+    registered = MODEL_KINDS[kind]
+    reasons: list[Reason] = []
+    unseen: list[str] = []
+    off: dict[str, str] = {}
+    if registered.uses_spectra and preprocessor is not None:
+        unseen = sorted(s.element for s in spectra if s.element not in preprocessor.windows_ev_)
+        for element in unseen:
+            reasons.append(
+                Reason(
+                    "unseen_element",
+                    f"no {element} spectrum was in the model's training set: it has never seen this K edge",
+                )
+            )
+        known = [s for s in spectra if s.element not in unseen]
+        off = preprocessor.off_distribution(known) if preprocessor.aligned else preprocessor.off_scale(known)
+        for _element, text in sorted(off.items()):
+            reasons.append(Reason("off_distribution", text))
+        missing = missing_spectra_reason(
+            formula_elements,
+            [s.element for s in spectra],
+            kind,
+            uses_composition=registered.uses_composition or registered.uses_prior,
+        )
+        if missing is not None:
+            reasons.append(missing)
+    return Checked(reasons, unseen, off)
+
+
+def decide_one(rule: DecisionRule, raw_probability: float, checked: Checked) -> Decision:
+    """The calibrated probability and the decision for one material."""
+    calibrated = float(rule.calibrate(np.array([raw_probability]))[0])
+    return decide(calibrated, rule.band, checked.reasons)
+
+
+def decide_many(rule: DecisionRule, raw_probabilities) -> tuple[np.ndarray, list[str]]:
+    """Calibrated probabilities and band decisions for many stored materials (batch
+    classification and screening rows: their inputs were checked when they were stored)."""
+    calibrated = rule.calibrate(np.asarray(raw_probabilities, dtype=np.float64))
+    return calibrated, [rule.band.decide(float(p)) for p in calibrated]

@@ -1,0 +1,216 @@
+"""Decide or abstain (POST /api/classify/): calibrated probabilities, each abstain reason from
+its own input, partial spectra answered by a model that can use the composition, and
+measured spectra uploaded as CSV, XDI or JSON normalised identically."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from unittest import mock
+
+import numpy as np
+import pytest
+from django.core.cache import cache
+
+from materials.artifacts import write_bundle
+from materials.inference import load_bundle
+from materials.models import ModelVersion, Spectrum
+from mlcore.decision import Band, DecisionRule
+from mlcore.elements import K_EDGE_ENERGY_EV
+from tests.api_support import DATA, THROTTLE_OFF, token_client, trained_world_fixture  # noqa: F401
+
+URL = "/api/classify/"
+
+
+@pytest.fixture(autouse=True)
+def no_throttles(settings):
+    cache.clear()
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": dict(THROTTLE_OFF)}
+
+
+@pytest.fixture
+def client(trained_world, db):
+    return token_client(trained_world.user_token)
+
+
+def post_json(client, body):
+    response = client.post(URL, data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def codes(answer) -> list[str]:
+    return [reason["code"] for reason in answer["reasons"]]
+
+
+def training_spectrum():
+    """A stored FEFF spectrum of a material in the training split, and its material."""
+    version = ModelVersion.objects.production()
+    train = version.dataset.assignments.filter(subset="train").values_list("material_id", flat=True)
+    spectrum = Spectrum.objects.filter(source="feff", material_id__in=list(train)).select_related("material").first()
+    return spectrum, spectrum.material
+
+
+@contextmanager
+def serving(version: ModelVersion, **changes):
+    """A copy of ``version``'s bundle with ``changes``, served as the production model."""
+    bundle = load_bundle(version)
+    copy = type(bundle)(**{**bundle.__dict__, **changes})
+    name, sha = write_bundle(f"models/copy-{version.pk}-{len(changes)}.zip", copy)
+    other = ModelVersion.objects.create(
+        kind=version.kind, dataset=version.dataset, status="ready", threshold=version.threshold, artifact_sha256=sha
+    )
+    other.artifact.name = name
+    other.save()
+    ModelVersion.objects.filter(pk=version.pk).update(is_production=False)
+    ModelVersion.objects.filter(pk=other.pk).update(is_production=True)
+    try:
+        yield other
+    finally:
+        ModelVersion.objects.filter(pk=other.pk).update(is_production=False)
+        ModelVersion.objects.filter(pk=version.pk).update(is_production=True)
+        other.delete()
+
+
+# --- Calibration ----------------------------------------------------------------------------
+
+
+def test_calibration_is_fitted_on_the_validation_split_only(trained_world):
+    """The stored calibrator is what fitting on the validation predictions gives, and the test
+    split's ECE before and after calibration is reported."""
+    from materials.arrays import load_records
+    from materials.inference import predict_records
+    from mlcore.calibration import Calibrator
+
+    version = trained_world.version
+    ids = list(version.dataset.assignments.filter(subset="validation").values_list("material_id", flat=True))
+    records = load_records(sorted(ids))
+    refit = Calibrator().fit(records.labels, predict_records(version, records))
+    stored = load_bundle(version).decision_rule.calibrator
+    assert stored.method == "platt" and stored.n_fit == len(ids)
+    assert (stored.slope, stored.intercept) == pytest.approx((refit.slope, refit.intercept), rel=1e-6)
+    calibration = version.metrics["calibration"]
+    assert calibration["fitted_on"] == "validation"
+    assert 0.0 <= calibration["ece_test_after"] <= 1.0 and 0.0 <= calibration["ece_test_before"] <= 1.0
+    assert sum(point["count"] for point in calibration["reliability_test_after"]) == version.metrics["n"]["test"]
+    assert version.metrics["preprocessing"]["version"] == 2
+
+
+# --- Abstain reasons, each from its own input ---------------------------------------------------
+
+
+def test_a_spectrum_of_an_element_never_seen_in_training_abstains(client, trained_world):
+    seen = set(load_bundle(trained_world.version).preprocessor.windows_ev_)
+    element = next(e for e in ("Au", "Pt", "Ir", "W", "Ta", "Hf") if e not in seen)
+    energies = np.linspace(K_EDGE_ENERGY_EV[element] - 15, K_EDGE_ENERGY_EV[element] + 45, 120)
+    mu = 0.5 + np.arctan(energies - K_EDGE_ENERGY_EV[element]) / np.pi
+    body = {"spectra": {element: {"energies_ev": energies.tolist(), "mu": mu.tolist()}}, "formula": element}
+    answer = post_json(client, {**body, "space_group": 225})
+    assert answer["decision"] == "abstain" and "unseen_element" in codes(answer)
+    assert 0.0 <= answer["probability"] <= 1.0  # still returned
+
+
+def test_a_spectrum_unlike_any_training_spectrum_abstains(client):
+    spectrum, material = training_spectrum()
+    energies = spectrum.energies_ev.astype(float)
+    ordinary = {"energies_ev": energies.tolist(), "mu": spectrum.mu.astype(float).tolist()}
+    body = {"spectra": {spectrum.element: ordinary}, "formula": spectrum.element, "space_group": 225}
+    assert "off_distribution" not in codes(post_json(client, body))
+    # The same edge with a strong oscillation on top: no training spectrum looks like it.
+    wobble = spectrum.mu.astype(float) * (1.0 + 0.8 * np.sin((energies - energies[0]) / 1.5))
+    body["spectra"][spectrum.element] = {"energies_ev": energies.tolist(), "mu": wobble.tolist()}
+    answer = post_json(client, body)
+    assert answer["decision"] == "abstain" and "off_distribution" in codes(answer)
+
+
+def test_most_of_the_formula_without_spectra_abstains_for_a_model_without_composition(client):
+    spectrum, material = training_spectrum()
+    points = {"energies_ev": spectrum.energies_ev.tolist(), "mu": spectrum.mu.tolist()}
+    others = [e for e in ("Li", "Na", "K", "Rb") if e != spectrum.element][:2]
+    body = {"spectra": {spectrum.element: points}, "formula": f"{spectrum.element}{''.join(others)}"}
+    answer = post_json(client, {**body, "space_group": 225})
+    assert answer["model_kind"] == "svm-sg" and answer["decision"] == "abstain"
+    assert "missing_spectra" in codes(answer)
+    assert answer["elements"] == [spectrum.element] and answer["missing_elements"] == sorted(others)
+
+
+def test_a_probability_inside_the_band_abstains(client, trained_world):
+    spectrum, material = training_spectrum()
+    points = {"energies_ev": spectrum.energies_ev.tolist(), "mu": spectrum.mu.tolist()}
+    body = {"spectra": {spectrum.element: points}, "formula": spectrum.element, "space_group": 225}
+    rule = load_bundle(trained_world.version).decision_rule
+    everything = DecisionRule(rule.calibrator, Band(low=0.0, high=1.0), {})
+    with serving(trained_world.version, decision_rule=everything):
+        answer = post_json(client, body)
+    assert answer["decision"] == "abstain" and codes(answer) == ["uncertain"]
+    assert answer["band"]["low"] == 0.0 and answer["band"]["high"] == 1.0
+    nothing = DecisionRule(rule.calibrator, Band(low=0.5, high=0.5), {})
+    with serving(trained_world.version, decision_rule=nothing):
+        decided = post_json(client, body)
+    assert decided["decision"] in ("topological", "trivial") and decided["reasons"] == []
+    assert decided["decision"] == ("topological" if decided["probability"] >= 0.5 else "trivial")
+
+
+# --- Measured spectra and partial spectra ---------------------------------------------------
+
+
+def anatase_points():
+    table = np.loadtxt(DATA / "measured" / "anatase_ti_k_measured.txt")
+    table = table[np.argsort(table[:, 0], kind="stable")]
+    return table[:, 0], table[:, 1]
+
+
+def upload(client, name, content, **fields):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    part = SimpleUploadedFile(name, content, content_type="text/plain")
+    response = client.post(URL, data={"file": [part], **fields}, format="multipart")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def test_measured_anatase_is_never_a_confident_topological_and_every_format_is_read_alike(client):
+    """The bundled measured anatase Ti K edge (a trivial oxide), as JSON, as a CSV upload and as
+    an XDI upload: one normalised input, so one probability and one decision, never a decided
+    topological."""
+    energies, mu = anatase_points()
+    fields = {"formula": "TiO2", "space_group": 141}
+    as_json = post_json(client, {"spectra": {"Ti": {"energies_ev": energies.tolist(), "mu": mu.tolist()}}, **fields})
+    csv = "energy,mu\n" + "\n".join(f"{e!r},{m!r}" for e, m in zip(energies.tolist(), mu.tolist(), strict=True))
+    as_csv = upload(client, "anatase.csv", csv.encode(), element="Ti", **fields)
+    xdi = "\n".join(
+        ["# XDI/1.0", "# Column.1: energy eV", "# Column.2: mutrans", "# Element.symbol: Ti", "# Element.edge: K"]
+        + ["# ///", "#----", "# energy mutrans"]
+        + [f"{e!r} {m!r}" for e, m in zip(energies.tolist(), mu.tolist(), strict=True)]
+    )
+    as_xdi = upload(client, "anatase.xdi", xdi.encode(), **fields)
+    for answer in (as_csv, as_xdi):
+        for key in ("probability", "raw_probability", "decision", "reasons", "model_version"):
+            assert answer[key] == as_json[key], key
+    assert as_json["decision"] in ("trivial", "abstain")
+    if as_json["decision"] == "abstain":
+        assert as_json["reasons"]
+
+
+def test_partial_spectra_are_answered_by_a_model_that_can_use_the_composition(client, trained_world):
+    from materials import training
+
+    with mock.patch("materials.tasks.base.enqueue_on_commit"):
+        run = training.request_training("cnn-sg-composition", {"epochs": 2})
+    training.train_model_version(run.pk)
+    composition_model = ModelVersion.objects.get(pk=run.model_version_id)
+    try:
+        spectrum, material = training_spectrum()
+        points = {"energies_ev": spectrum.energies_ev.tolist(), "mu": spectrum.mu.tolist()}
+        others = [e for e in ("Li", "Na", "K") if e != spectrum.element][:2]
+        body = {"spectra": {spectrum.element: points}, "formula": f"{spectrum.element}{''.join(others)}"}
+        answer = post_json(client, {**body, "space_group": 225})
+        assert answer["model_version"] == composition_model.pk and answer["model_kind"] == "cnn-sg-composition"
+        assert "cnn-sg-composition" in answer["answered_by"] and "composition" in answer["answered_by"]
+        assert answer["elements"] == [spectrum.element] and answer["missing_elements"] == sorted(others)
+        assert "missing_spectra" not in codes(answer)
+        # Complete spectra stay with the production model.
+        complete = post_json(client, {**body, "formula": spectrum.element, "space_group": 225})
+        assert complete["model_version"] == trained_world.version.pk
+    finally:
+        composition_model.delete()
