@@ -54,7 +54,8 @@ def aflow_structures():
         tags = entry.get("tags", {})
         name = tags.get("aflow") or snl.get("about", {}).get("remarks", [""])[0]
         structure = Structure.from_dict({k: v for k, v in snl.items() if k in ("lattice", "sites", "charge")})
-        yield f"aflow:{name}", tags.get("mineral", ""), structure
+        # One AFLOW prototype label serves several elements (A_oC8_64_f: Ga, I, P, ...).
+        yield f"aflow:{name}:{structure.composition.reduced_formula}", tags.get("mineral", ""), structure
 
 
 def robocrys_structures(path: Path):
@@ -65,7 +66,8 @@ def robocrys_structures(path: Path):
     columns = table["columns"]
     for index, row in zip(table["index"], table["data"]):
         record = dict(zip(columns, row))
-        yield f"robocrys:{record['mineral']}:{index}", record["mineral"], Structure.from_dict(record["structure"])
+        structure = Structure.from_dict(record["structure"])
+        yield f"robocrys:{index}:{structure.composition.reduced_formula}", record["mineral"], structure
 
 
 def main(argv=None) -> int:
