@@ -180,7 +180,7 @@ def _fast_summary(name: str, text: str) -> StructureSummary:
     ordered = bool(np.all(per_position == 1) and np.all(occupancy >= 0.99))
     lattice = _lattice(a, b, c, alpha, beta, gamma)
     number = _declared_space_group(ops, lattice)
-    if number is None:  # the operations are not a group spglib can name: search the atoms
+    if number in (None, 1):  # not a group spglib can name, or P1 as written by many tools: search the atoms
         members: list[list[tuple[str, float]]] = [[] for _ in range(len(positions))]
         for index, where in zip(site.tolist(), group.tolist(), strict=True):
             members[where].append((elements[index], round(float(occupancy[index]), 3)))
