@@ -324,7 +324,10 @@ def main(argv=None) -> int:
     parser.add_argument("--fresh", action="store_true", help="recreate the scratch database (new data: new splits)")
     parser.add_argument("--tune", action="store_true", help="compare CNN schedules on validation first")
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    parser.add_argument("--report", action="store_true", help="print the tables of the stored results and exit")
     args = parser.parse_args(argv)
+    if args.report:
+        return report(args.output_dir)
     seeds = parse_seeds(args.seeds)
     all_kinds_seeds = set(parse_seeds(args.all_kinds_seeds)) if args.all_kinds_seeds else set()
 
@@ -371,6 +374,75 @@ def print_tables(splits: list[dict], summary: dict) -> None:
             f"{entry['roc_auc_test']['mean']:.3f} ± {entry['roc_auc_test']['sd']:.3f} |"
         )
     print("\n" + summary["finding"])
+
+
+def report(folder: Path) -> int:
+    """Every table BENCHMARKS.md shows, from the stored result files (no training)."""
+    summary = json.loads((folder / "summary.json").read_text())
+    splits = [json.loads((folder / f"split_seed{seed}.json").read_text()) for seed in summary["seeds"]]
+    print(f"# {summary['command']} at {summary['commit'][:12]}; data {summary['data']}")
+    print("\n| seed | split hash | train / validation / test | test prevalence (topological) |")
+    print("|---|---|---|---|")
+    for split in splits:
+        counts = split["counts"]
+        prevalence = split["models"]["type-only"]["prevalence"]["test"]
+        print(
+            f"| {split['seed']} | `{split['split_hash'][:12]}` | {counts['train']} / {counts['validation']} / "
+            f"{counts['test']} | {prevalence:.0%} |"
+        )
+    print("\n| seed | " + " | ".join(f"{c['model']} − {c['baseline']}" for c in summary["comparisons"]) + " |")
+    print("|---" * (len(summary["comparisons"]) + 1) + "|")
+    for split in splits:
+        cells = []
+        for entry in split["comparisons"]:
+            f1, auc = entry["topological_f1"], entry["roc_auc"]
+            cells.append(
+                f"F1 {f1['difference']:+.3f} [{f1['low']:+.2f}, {f1['high']:+.2f}]; "
+                f"AUC {auc['difference']:+.3f} [{auc['low']:+.2f}, {auc['high']:+.2f}]"
+            )
+        print(f"| {split['seed']} | " + " | ".join(cells) + " |")
+    print_tables(splits, summary)
+    first = splits[0]
+    print(f"\nSeed {first['seed']}, every kind, test compounds (validation threshold; at 0.5 in brackets):\n")
+    print("| model | topological recall | precision | F1 | trivial F1 | ROC AUC | threshold |")
+    print("|---|---|---|---|---|---|---|")
+    for name, metrics in first["models"].items():
+        test, half, ci = metrics["test"], metrics["test_at_half"], metrics["test_ci"]
+        print(
+            f"| {name} | {test['topological_recall']:.2f} ({half['topological_recall']:.2f}) | "
+            f"{test['topological_precision']:.2f} ({half['topological_precision']:.2f}) | "
+            f"{test['topological_f1']:.2f} [{ci['topological_f1']['low']:.2f}, {ci['topological_f1']['high']:.2f}] "
+            f"({half['topological_f1']:.2f}) | {test['trivial_f1']:.2f} ({half['trivial_f1']:.2f}) | "
+            f"{test['roc_auc']:.2f} | {metrics['threshold']:.3f} |"
+        )
+    shown = [name for name in ("type-only", "stacked", "cnn-sg", "kmeans") if name in first["models"]]
+    rows = {
+        name: {(r["element"], r["target_class"]): r for r in first["models"][name]["test_per_element"]}
+        for name in shown
+    }
+    elements = sorted(
+        {e for (e, c), r in rows[shown[0]].items() if c == "topological"},
+        key=lambda e: -sum(rows[shown[0]][(e, c)]["support"] for c in ("topological", "trivial")),
+    )
+    print(f"\nPer element, seed {first['seed']} test compounds with at least 5 of the element (paper Fig. 3):")
+    print("topological recall / precision / F1 per model; k-means: fraction predicted correctly\n")
+    print("| element | n (topological) | " + " | ".join(shown) + " |")
+    print("|---|---|" + "---|" * len(shown))
+    for element in elements:
+        top, triv = rows[shown[0]][(element, "topological")], rows[shown[0]][(element, "trivial")]
+        if top["support"] + triv["support"] < 5:
+            continue
+        cells = []
+        for name in shown:
+            row = rows[name][(element, "topological")]
+            if name == "kmeans":
+                cells.append(f"{row['fraction_correct']:.2f} correct")
+            else:
+                cells.append(
+                    "/".join("–" if row[k] is None else f"{row[k]:.2f}" for k in ("recall", "precision", "f1"))
+                )
+        print(f"| {element} | {top['support'] + triv['support']} ({top['support']}) | " + " | ".join(cells) + " |")
+    return 0
 
 
 if __name__ == "__main__":
