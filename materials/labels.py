@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from materials.models import TOPOLOGICAL, TRIVIAL
+TOPOLOGICAL = "topological"
+TRIVIAL = "trivial"
 
 BINARY_BY_RAW_CLASS: dict[str, dict[str, str]] = {
     "materiae": {

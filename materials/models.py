@@ -14,9 +14,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from materials.fields import Float32ArrayField
+from materials.labels import TOPOLOGICAL, TRIVIAL, training_label
 
-TOPOLOGICAL = "topological"
-TRIVIAL = "trivial"
 BINARY_CLASSES = [(TOPOLOGICAL, "Topological"), (TRIVIAL, "Trivial")]
 
 
@@ -278,8 +277,6 @@ class TopologyLabelQuerySet(models.QuerySet):
 
         Returns the number of materials whose label changed.
         """
-        from materials.labels import training_label
-
         materials = Material.objects.all()
         # Beyond a few thousand ids an IN list costs more than a full pass (and
         # SQLite caps the number of query parameters).
