@@ -214,3 +214,34 @@ def test_partial_spectra_are_answered_by_a_model_that_can_use_the_composition(cl
         assert complete["model_version"] == trained_world.version.pk
     finally:
         composition_model.delete()
+
+
+def test_the_command_gives_the_apis_answer_and_says_why_it_abstains(client):
+    """``manage.py classify`` on the measured anatase file: the API's answer, word for word."""
+    import io
+
+    from django.core.management import call_command
+
+    path = DATA / "measured" / "anatase_ti_k_measured.txt"
+    args = [str(path), "--element", "Ti", "--formula", "TiO2", "--space-group", "141", "--sort-energies"]
+    out = io.StringIO()
+    call_command("classify", *args, "--json", stdout=out)
+    from_command = json.loads(out.getvalue())
+    energies, mu = anatase_points()
+    from_api = post_json(
+        client,
+        {
+            "spectra": {"Ti": {"energies_ev": energies.tolist(), "mu": mu.tolist()}},
+            "formula": "TiO2",
+            "space_group": 141,
+        },
+    )
+    for key in ("probability", "decision", "reasons", "model_version", "elements", "missing_elements"):
+        assert from_command[key] == from_api[key], key
+    out = io.StringIO()
+    call_command("classify", *args, stdout=out)
+    text = out.getvalue()
+    assert text.startswith(f"{from_api['decision']}: calibrated P(topological) = {from_api['probability']:.3f}")
+    assert "spectra seen: Ti; no spectrum for O" in text
+    for reason in from_api["reasons"]:
+        assert f"abstain ({reason['code']}): {reason['text']}" in text

@@ -458,7 +458,12 @@ class ClassifyView(APIMixin, APIView):
             raise ValidationError({"non_field_errors": ["expected a JSON object with a 'spectra' field"]})
         body = s.ClassifyRequestSerializer(data=payload)
         body.is_valid(raise_exception=True)
-        data = body.validated_data
+        return Response(s.finite_or_none(self.answer(version, body.validated_data)))
+
+    def answer(self, version, data) -> dict:
+        """The answer for validated request ``data`` with production model ``version``: the one
+        home of what ``POST /api/classify/`` and ``manage.py classify`` return. Raises DRF's
+        ``ValidationError`` / ``ServiceUnavailable`` for input the model cannot take."""
         from materials.inference import classify_material, load_bundle
 
         try:
@@ -507,7 +512,7 @@ class ClassifyView(APIMixin, APIView):
             "off_scale_elements": sorted(result.off_scale),
             "warnings": notes,
         }
-        return Response(s.finite_or_none(answer))
+        return answer
 
     def check_model_inputs(self, version, bundle, data) -> None:
         """What depends on the model: symmetry, composition, and each element's energy window."""

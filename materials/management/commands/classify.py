@@ -68,12 +68,21 @@ class Command(BaseCommand):
         if as_json:
             self.stdout.write(_json_dumps(answer))
             return
+        calibrated = "calibrated " if answer["calibrated"] else ""
+        band = answer["band"]
+        style = self.style.WARNING if answer["decision"] == "abstain" else self.style.SUCCESS
         self.stdout.write(
-            self.style.SUCCESS(
-                f"P(topological) = {answer['probability']:.3f} → {answer['predicted_class']} "
-                f"(threshold {answer['threshold']:.3f}, model {answer['model_version']} {answer['model_kind']})"
+            style(
+                f"{answer['decision']}: {calibrated}P(topological) = {answer['probability']:.3f} "
+                f"(abstain between {band['low']:.2f} and {band['high']:.2f}; model {answer['model_version']} "
+                f"{answer['model_kind']}, {answer['answered_by']})"
             )
         )
+        seen = ", ".join(answer["elements"]) or "none"
+        missing = ", ".join(answer["missing_elements"])
+        self.stdout.write(f"  spectra seen: {seen}" + (f"; no spectrum for {missing}" if missing else ""))
+        for reason in answer["reasons"]:
+            self.stdout.write(self.style.WARNING(f"  abstain ({reason['code']}): {reason['text']}"))
         for note in answer["warnings"]:
             self.stdout.write(self.style.WARNING(f"  {note}"))
 
@@ -132,43 +141,21 @@ class Command(BaseCommand):
         return payload
 
     def classify(self, data) -> dict:
-        from rest_framework.exceptions import ValidationError
+        """The API's answer (``ClassifyView.answer``), its errors as command errors."""
+        from rest_framework.exceptions import APIException, ValidationError
 
-        from materials.api.views import ClassifyView, records_for
-        from materials.inference import classify_material, load_bundle
+        from materials.api.views import ClassifyView
         from materials.models import ModelVersion
 
         version = ModelVersion.objects.production()
         if version is None:
             raise CommandError("no production model: train one and promote it first (manage.py train --promote)")
         try:
-            bundle = load_bundle(version)
-        except (OSError, ValueError) as error:
-            raise CommandError(f"the production model {version.pk} cannot be loaded: {error}") from None
-        try:
-            ClassifyView().check_model_inputs(version, bundle, data)
+            return ClassifyView().answer(version, data)
         except ValidationError as error:
             raise CommandError("invalid input: " + "; ".join(flatten(error.detail))) from None
-        try:
-            result = classify_material(version, records_for(data), composition_elements=list(data["composition"]))
-        except ValueError as error:
-            raise CommandError(f"invalid input: spectra: {error}") from None
-        warnings = list(data["warnings"])
-        if result.missing_elements:
-            warnings.append(f"no spectrum for {', '.join(result.missing_elements)}")
-        warnings.extend(result.off_scale.values())
-        return {
-            "probability": result.probability,
-            "predicted_class": result.predicted_class,
-            "threshold": result.threshold,
-            "model_version": result.model_version,
-            "model_kind": version.kind,
-            "elements": result.elements,
-            "missing_elements": result.missing_elements,
-            "contributions": result.contributions,
-            "edge_offsets_ev": result.edge_offsets_ev,
-            "warnings": warnings,
-        }
+        except APIException as error:  # the model cannot be loaded
+            raise CommandError(str(error.detail)) from None
 
 
 def _json_dumps(value) -> str:
