@@ -85,3 +85,23 @@ def loaded_subset(db, data_subset):
 
     load_bundled(data_subset)
     return data_subset
+
+
+@pytest.fixture
+def eager_tasks(monkeypatch):
+    """Tasks run in-process, as ``make demo`` runs them with no broker, even when the suite
+    has one (CI): a command that queues work and waits would otherwise wait for a worker."""
+    from screening.celery import app
+
+    monkeypatch.setitem(app.conf, "task_always_eager", True)
+    return app
+
+
+@pytest.fixture
+def bundled_subset(transactional_db, tmp_path) -> Path:
+    """The bundled subset loaded for tests that commit (on_commit work runs, as in production)."""
+    from materials.bundled import load_bundled
+
+    data = make_subset(tmp_path / "data", n_compounds=30, n_extra_materiae=150)
+    load_bundled(data)
+    return data
