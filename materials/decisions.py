@@ -95,3 +95,26 @@ def decide_many(rule: DecisionRule, raw_probabilities) -> tuple[np.ndarray, list
     classification and screening rows: their inputs were checked when they were stored)."""
     calibrated = rule.calibrate(np.asarray(raw_probabilities, dtype=np.float64))
     return calibrated, [rule.band.decide(float(p)) for p in calibrated]
+
+
+def rule_from_metrics(version) -> DecisionRule:
+    """A version's decision rule from its stored metrics (no model to load: pages showing
+    many stored predictions); the uncalibrated rule for versions trained before calibration."""
+    stored = (version.metrics or {}).get("calibration") or {}
+    if "calibrator" in stored and "band" in stored:
+        return DecisionRule.from_dict({"calibrator": stored["calibrator"], "band": stored["band"]})
+    return DecisionRule.uncalibrated(version.threshold)
+
+
+def with_decisions(predictions) -> list:
+    """Stored predictions with ``calibrated_probability`` and ``decision`` (the band's, from
+    each model's own rule) set on each; their inputs were checked when they were stored."""
+    predictions = list(predictions)
+    rules: dict[int, DecisionRule] = {}
+    for prediction in predictions:
+        version = prediction.model_version
+        rule = rules.setdefault(version.pk, rule_from_metrics(version))
+        calibrated, decisions = decide_many(rule, [prediction.probability])
+        prediction.calibrated_probability = float(calibrated[0])
+        prediction.decision = decisions[0]
+    return predictions

@@ -262,8 +262,15 @@ class Explanation:
     """The production model on one material: probability, per-element Δp, trust, spectra."""
 
     version: ModelVersion | None
-    probability: float | None = None
+    probability: float | None = None  # calibrated
     predicted_class: str = ""
+    raw_probability: float | None = None
+    decision: str = ""
+    reasons: list[dict] = field(default_factory=list)
+    band: dict = field(default_factory=dict)
+    calibrated: bool = False
+    answered_by: str = ""
+    answering_version: int | None = None
     contributions: list[tuple[str, float]] = field(default_factory=list)
     missing_elements: list[str] = field(default_factory=list)
     trust: dict = field(default_factory=dict)
@@ -322,6 +329,13 @@ def explain_material(material: Material, version: ModelVersion | None, spectra: 
         return explanation
     explanation.probability = classification.probability
     explanation.predicted_class = classification.predicted_class
+    explanation.raw_probability = classification.raw_probability
+    explanation.decision = classification.decision
+    explanation.reasons = classification.reasons
+    explanation.band = classification.band
+    explanation.calibrated = classification.calibrated
+    explanation.answered_by = classification.answered_by
+    explanation.answering_version = classification.model_version
     explanation.contributions = sorted(classification.contributions.items(), key=lambda item: -abs(item[1]))
     explanation.missing_elements = classification.missing_elements
     explanation.trust = classification.trust

@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
 from materials import candidates, figures, findings, pages
+from materials.decisions import with_decisions
 from materials.forms import CandidateFilterForm
 from materials.models import (
     Dataset,
@@ -22,6 +23,7 @@ from materials.models import (
     TopologyLabel,
     TrainingRun,
 )
+from materials.reliability import reliability_figure
 
 RECENT = 5
 # A model's metrics JSON carries ROC points and the 2-D projection of every test
@@ -127,10 +129,10 @@ def material_detail(request, pk: int):
     material = get_object_or_404(Material, pk=pk)
     spectra = list(material.spectra.order_by("element", "source"))
     production = production_model()
-    predictions = list(
-        material.predictions.select_related("model_version")
-        .defer(*light("model_version"))
-        .order_by("-model_version__is_production", "-model_version__created")
+    predictions = with_decisions(  # calibrated probability and decision per model
+        material.predictions.select_related("model_version").order_by(
+            "-model_version__is_production", "-model_version__created"
+        )
     )
     explanation = pages.explain_material(material, production, spectra)
     figure = figures.spectra_figure(pages.raw_traces(spectra), explanation.standardized)
@@ -175,6 +177,9 @@ def model_detail(request, pk: int):
         "curves_figure": figures.figure_json(figures.training_curves_figure(run.history if run else [])),
         "projection_figure": figures.figure_json(figures.projection_figure(metrics.get("projection") or {})),
         "n": metrics.get("n") or {},
+        "calibration": metrics.get("calibration") or {},
+        "reliability_figure": figures.figure_json(reliability_figure(metrics.get("calibration") or {})),
+        "preprocessing": metrics.get("preprocessing") or {},
     }
     return render(request, "materials/model_detail.html", context)
 

@@ -245,3 +245,35 @@ def test_the_command_gives_the_apis_answer_and_says_why_it_abstains(client):
     assert "spectra seen: Ti; no spectrum for O" in text
     for reason in from_api["reasons"]:
         assert f"abstain ({reason['code']}): {reason['text']}" in text
+
+
+def test_the_material_page_shows_the_calibrated_probability_and_the_decision(client, trained_world):
+    from django.test import Client
+    from django.urls import reverse
+
+    from materials.decisions import rule_from_metrics
+    from materials.models import Prediction
+
+    spectrum, material = training_spectrum()
+    Prediction.objects.create(
+        material=material, model_version=trained_world.version, probability=0.6, predicted_class="topological"
+    )
+    rule = rule_from_metrics(trained_world.version)
+    calibrated = float(rule.calibrate(np.array([0.6]))[0])
+    body = Client().get(reverse("materials:material-detail", args=[material.pk])).content.decode()
+    assert f"{calibrated:.3f}" in body and f'class="badge {rule.band.decide(calibrated)}"' in body
+    assert "calibrated P(topological) =" in body and "decision <span" in body
+    Prediction.objects.filter(material=material).delete()
+
+
+def test_the_model_page_reports_calibration_on_test_and_the_reliability_diagram(trained_world, db):
+    from django.test import Client
+    from django.urls import reverse
+
+    version = trained_world.version
+    body = Client().get(reverse("materials:model-detail", args=[version.pk])).content.decode()
+    calibration = version.metrics["calibration"]
+    assert "Calibration and abstaining" in body and "reliability-chart" in body
+    assert f"{calibration['ece_test_before']:.3f}</strong> raw" in body
+    assert f"{calibration['ece_test_after']:.3f}</strong> calibrated" in body
+    assert "Preprocessing version 2" in body
