@@ -47,6 +47,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scratch_db import REPO, drop_database, recreate_database, server_urls  # noqa: E402
 
+sys.path.insert(0, str(REPO))
+
 DATABASE = "screening_bench_release"
 
 

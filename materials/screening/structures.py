@@ -99,7 +99,11 @@ def _symbol(label: str) -> str:
             return candidate
     if word.title() == "D":
         return "H"  # deuterium
-    raise ValueError(f"unknown element in site label {label!r}")
+    raise UnknownElement(f"unknown element(s) {word}: not chemical elements from H to Pu (site label {label!r})")
+
+
+class UnknownElement(ValueError):
+    """A site names no chemical element: the CIF cannot be used, by any parser."""
 
 
 def _identifiers(name: str, text: str) -> tuple[int | None, int | None]:
@@ -122,6 +126,8 @@ def summarise_cif(name: str, text: str) -> StructureSummary:
     icsd_id, amcsd_id = _identifiers(name, text)
     try:
         summary = _fast_summary(name, text)
+    except UnknownElement:
+        raise
     except Exception:  # anything unusual: pymatgen's parser decides
         summary = _pymatgen_summary(name, text)
     summary.icsd_id, summary.amcsd_id = icsd_id, amcsd_id
