@@ -3,7 +3,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.shortcuts import render
 
-from materials import models
+from materials import jobs, models
 
 
 @admin.register(models.Material)
@@ -45,14 +45,6 @@ class TopologyLabelAdmin(admin.ModelAdmin):
     list_select_related = ["material"]
     raw_id_fields = ["material"]
     show_full_result_count = False
-
-
-class SplitAssignmentInline(admin.TabularInline):
-    model = models.SplitAssignment
-    raw_id_fields = ["material"]
-    extra = 0
-    max_num = 0
-    show_change_link = False
 
 
 @admin.register(models.Dataset)
@@ -161,31 +153,23 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Promote to production", permissions=["promote"])
     def promote_to_production(self, request, queryset):
-        from materials.training import promote
-
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one model to promote.", messages.ERROR)
             return
-        try:
-            version = promote(queryset.get().pk)
-        except ValueError as error:
-            self.message_user(request, str(error), messages.ERROR)
+        version = queryset.get()
+        job = jobs.promote(version.pk, user=request.user)
+        if job.status != models.Status.DONE:
+            self.message_user(request, job.error, messages.ERROR)
             return
         self.message_user(request, f"{version} is now the production model.", messages.SUCCESS)
 
     @admin.action(description="Re-screen all materials with this model", permissions=["promote"])
     def rescreen_all(self, request, queryset):
-        from materials.tasks.base import enqueue_on_commit
-        from materials.tasks.classify import classify_all
-
         for version in queryset:
             if version.status != models.ModelVersion.State.READY:
                 self.message_user(request, f"{version} is {version.status}; skipped.", messages.WARNING)
                 continue
-            job = models.Job.objects.create(
-                kind=models.Job.Kind.CLASSIFY, parameters={"model_version": version.pk}, created_by=request.user
-            )
-            enqueue_on_commit(classify_all, job.pk, version.pk)
+            job = jobs.start_classify_all(version, user=request.user)
             self.message_user(request, f"Classification job {job.pk} queued for {version}.", messages.SUCCESS)
 
     def has_retrain_permission(self, request):

@@ -129,8 +129,7 @@ def request_training(
     ValueError
         For an unknown model kind or invalid hyperparameters.
     """
-    from materials.tasks.base import enqueue_on_commit
-    from materials.tasks.training import train_model
+    from materials import jobs
 
     if kind not in ModelVersion.Kind.values:
         raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(ModelVersion.Kind.values)}")
@@ -142,7 +141,7 @@ def request_training(
             kind=kind, name=name or kind, hyperparameters=hyperparameters, dataset=dataset
         )
         run = TrainingRun.objects.create(model_version=version, requested_by=user)
-        enqueue_on_commit(train_model, run.pk)
+        jobs.enqueue_training(run)
     return run
 
 

@@ -139,6 +139,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 # Screening: FEFF runs at once when a release is screened outside a Celery pool (the CLI or
 # the demo without a broker); inside a worker they run one by one.
 SCREEN_FEFF_PROCESSES = int(os.environ.get("SCREEN_FEFF_PROCESSES") or min(4, os.cpu_count() or 1))
+# Where FEFF tasks make their scratch directories (default: <tmp>/screening-feff).
+FEFF_SCRATCH_DIR = os.environ.get("FEFF_SCRATCH_DIR", "")
 # Stage 1 parses a release in this many processes (outside Celery pools).
 SCREEN_PARSE_PROCESSES = int(os.environ.get("SCREEN_PARSE_PROCESSES") or os.cpu_count() or 1)
 
@@ -170,12 +172,26 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Cancelling instead would leave the work waiting for the visibility timeout.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_TASK_DEFAULT_QUEUE = "default"
-# One task module per queue; GPU workers consume only "train".
+# The task modules a worker (and materials.jobs) registers; tasks are named explicitly
+# ("materials.<task>") and routed by name, so moving a module breaks no route or queued message.
+CELERY_IMPORTS = [
+    "materials.tasks.classify",
+    "materials.tasks.feff",
+    "materials.tasks.ingest",
+    "materials.tasks.maintenance",
+    "materials.tasks.training",
+]
+# GPU workers consume only "train"; refresh_material_labels goes to "default".
 CELERY_TASK_ROUTES = {
-    "materials.tasks.ingest.*": {"queue": "ingest"},
-    "materials.tasks.feff.*": {"queue": "feff"},
-    "materials.tasks.training.*": {"queue": "train"},
-    "materials.tasks.classify.*": {"queue": "classify"},
+    "materials.ingest_mp": {"queue": "ingest"},
+    "materials.import_labels": {"queue": "ingest"},
+    "materials.compute_spectrum": {"queue": "feff"},
+    "materials.screening_spectrum": {"queue": "feff"},
+    "materials.train_model": {"queue": "train"},
+    "materials.classify_all": {"queue": "classify"},
+    "materials.classify_chunk": {"queue": "classify"},
+    "materials.promote_model": {"queue": "classify"},
+    "materials.screen_release": {"queue": "classify"},
 }
 CELERY_TASK_QUEUES_ALL = ["default", "ingest", "feff", "train", "classify"]
 

@@ -76,7 +76,8 @@ def test_retrain_validation(staff, trained_world):
     assert Job.objects.count() == 0
 
 
-def test_promote_answers_202_and_the_job_promotes(staff, trained_world, django_capture_on_commit_callbacks):
+def test_promote_answers_202_with_the_job_that_promoted(staff, trained_world, django_capture_on_commit_callbacks):
+    """Promotion is synchronous from every entry point (API, admin, CLI): the 202 carries a finished job."""
     from materials.training import request_training, train_model_version
 
     run = request_training("svm-sg", {"C": 2.0})
@@ -85,13 +86,10 @@ def test_promote_answers_202_and_the_job_promotes(staff, trained_world, django_c
     with django_capture_on_commit_callbacks() as callbacks:
         response = staff.post(promote_url(candidate))
     assert response.status_code == 202, response.content
-    assert len(callbacks) == 1
+    assert callbacks == []  # nothing queued
     job = Job.objects.get(pk=response.json()["job"])
     assert job.kind == "promote" and job.parameters == {"model_version": candidate.pk}
-
-    from materials.tasks.classify import promote_model
-
-    promote_model(job.pk, candidate.pk)
+    assert response.json()["status"] == "done"
     body = staff.get(response.json()["status_url"]).json()
     assert body["status"] == "done" and body["result"] == {"production": candidate.pk}
     assert ModelVersion.objects.production() == candidate

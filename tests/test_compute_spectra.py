@@ -74,9 +74,9 @@ def spectrum_job(material: Material, element: str, preset: str = "fast") -> Job:
 
 
 @pytest.fixture
-def scratch(tmp_path, monkeypatch):
+def scratch(tmp_path, settings):
     root = tmp_path / "scratch"
-    monkeypatch.setenv("FEFF_SCRATCH_DIR", str(root))
+    settings.FEFF_SCRATCH_DIR = str(root)
     return root
 
 

@@ -21,6 +21,7 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
+from materials import jobs
 from materials.api import serializers as s
 from materials.api.exceptions import ServiceUnavailable, api_exception_handler
 from materials.api.exports import CHUNK_SIZE, EXPORT_RENDERERS, streaming_export
@@ -206,12 +207,7 @@ class ModelVersionViewSet(APIMixin, viewsets.ReadOnlyModelViewSet):
             except (TypeError, ValueError) as error:
                 field = "kind" if "kind" in str(error) and "hyperparameter" not in str(error) else "hyperparameters"
                 raise ValidationError({field: [str(error)]}) from None
-            job = Job.objects.create(
-                kind=Job.Kind.TRAIN,
-                parameters={"model_version": version.pk, "kind": kind, "hyperparameters": hyperparameters},
-                result={"training_run": run.pk, "model_version": run.model_version_id},
-                created_by=request.user,
-            )
+            job = jobs.record_retraining(version, run, kind, hyperparameters, request.user)
         run.refresh_from_db(fields=["status"])  # without a broker, training has run already
         data = accepted(job, request)
         data.update(status=run.status, model_version=run.model_version_id, training_run=run.pk)
@@ -223,7 +219,7 @@ class ModelVersionViewSet(APIMixin, viewsets.ReadOnlyModelViewSet):
         request=None,
         responses={202: s.JobAcceptedSerializer},
         description="Staff with ``materials.promote_modelversion``. Only a trained (ready) model can be promoted; "
-        "the swap is atomic. Answers 202 with a job id.",
+        "the swap is atomic and done before the answer, which is 202 with the (finished) job, as before.",
     )
     @action(detail=True, methods=["post"])
     def promote(self, request, pk=None):
@@ -232,15 +228,7 @@ class ModelVersionViewSet(APIMixin, viewsets.ReadOnlyModelViewSet):
             raise ValidationError(
                 {"detail": f"model {version.pk} is {version.status}; only a trained (ready) model can be promoted"}
             )
-        from materials.tasks.base import enqueue_on_commit
-        from materials.tasks.classify import promote_model
-
-        with transaction.atomic():
-            job = Job.objects.create(
-                kind=Job.Kind.PROMOTE, parameters={"model_version": version.pk}, created_by=request.user
-            )
-            enqueue_on_commit(promote_model, job.pk, version.pk)
-        job.refresh_from_db()
+        job = jobs.promote(version.pk, user=request.user)  # synchronous, as in the admin and the CLI
         return Response(accepted(job, request), status=status.HTTP_202_ACCEPTED)
 
 
@@ -263,12 +251,12 @@ class JobViewSet(APIMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     permission_classes = [IsAuthenticated]
 
     def get_queryset(self):
-        jobs = Job.objects.all()
+        queryset = Job.objects.all()
         if getattr(self, "swagger_fake_view", False):
-            return jobs.none()
+            return queryset.none()
         if not self.request.user.is_staff:
-            jobs = jobs.filter(created_by=self.request.user)
-        return jobs
+            queryset = queryset.filter(created_by=self.request.user)
+        return queryset
 
     def retrieve(self, request, *args, **kwargs):
         job = self.get_object()

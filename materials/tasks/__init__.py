@@ -1,9 +1,11 @@
-"""Celery tasks, one module per queue (routing in settings.CELERY_TASK_ROUTES).
+"""Celery tasks, one module per queue, each task named explicitly (``materials.<task>``).
 
 Tasks are thin: they take ids, call one function of the app, and record status on
 the tracked row (pending → running → done | failed). Every task is safe to re-run:
-a finished row is left alone and the functions they call are idempotent. Enqueue with
-``enqueue_on_commit`` so a worker never sees an id before its transaction commits.
-"""
+a finished row is left alone and the functions they call are idempotent.
 
-from materials.tasks import classify, feff, ingest, maintenance, training  # noqa: F401  (registers the tasks)
+Nothing outside this package imports it: ``materials/jobs.py`` creates the tracking
+rows and sends tasks by name, on commit. Workers (and ``jobs.task``) register the
+modules listed in ``settings.CELERY_IMPORTS``; routes (``settings.CELERY_TASK_ROUTES``)
+go by task name, so a module can move without breaking routes or queued messages.
+"""

@@ -6,7 +6,7 @@ from materials.models import Job, ModelVersion, Status
 from materials.tasks.base import run_tracked
 
 
-@shared_task(time_limit=1800)
+@shared_task(name="materials.classify_all", time_limit=1800)
 def classify_all(job_id: int, model_version_id: int, chunk_size: int = 10_000) -> None:
     """Fan out: one ``classify_chunk`` per ``chunk_size`` unpredicted materials."""
     job = Job.objects.get(pk=job_id)
@@ -20,7 +20,7 @@ def classify_all(job_id: int, model_version_id: int, chunk_size: int = 10_000) -
     group(classify_chunk.s(job_id, model_version_id, ids) for ids in chunks).apply_async()
 
 
-@shared_task(time_limit=1800)
+@shared_task(name="materials.classify_chunk", time_limit=1800)
 def classify_chunk(job_id: int, model_version_id: int, material_ids: list[int]) -> None:
     """Predict one chunk and count it on the job; the last chunk closes the job."""
     try:
@@ -39,7 +39,7 @@ def classify_chunk(job_id: int, model_version_id: int, material_ids: list[int]) 
             job.mark_done()
 
 
-@shared_task(time_limit=600)
+@shared_task(name="materials.promote_model", time_limit=600)
 def promote_model(job_id: int, model_version_id: int) -> None:
     from materials.training import promote
 
@@ -47,7 +47,7 @@ def promote_model(job_id: int, model_version_id: int) -> None:
     run_tracked(job, lambda: {"production": promote(model_version_id).pk})
 
 
-@shared_task(time_limit=3600)
+@shared_task(name="materials.screen_release", time_limit=3600)
 def screen_release(batch_id: int) -> None:
     """Screen one release: stage 1 here, stage 2's FEFF jobs on the ``feff`` queue."""
     from materials.screening.pipeline import screen_batch

@@ -29,12 +29,8 @@ Why it is safe to re-run, and what happens when things go wrong:
 from __future__ import annotations
 
 import multiprocessing
-import os
-import shutil
 import tempfile
-import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 from celery import group, shared_task
 from django.conf import settings
@@ -42,37 +38,17 @@ from django.db import connection
 
 from materials.models import Job, Status
 from materials.screening.processes import django_on_database
-from materials.spectra_compute import compute_material_spectra
+from materials.spectra_compute import (  # the time limits: also read by manage.py compute_spectra
+    FEFF_BUDGET_S,
+    SOFT_TIME_LIMIT_S,
+    TIME_LIMIT_S,
+    compute_material_spectra,
+    remove_stale_scratch,
+    scratch_root,
+)
 from materials.tasks.base import run_tracked
 
-#: Seconds FEFF may take for one (material, element), every inequivalent site included.
-#: The ``mp`` preset took 53 min for the single Co site of LiCoO2 on the 2-core
-#: development machine under a load average of 7; ``fast`` takes seconds to minutes per site.
-FEFF_BUDGET_S = 6000
-SOFT_TIME_LIMIT_S = FEFF_BUDGET_S + 120
-#: Below the broker's visibility timeout (7200 s), so a running task is not re-delivered.
-TIME_LIMIT_S = SOFT_TIME_LIMIT_S + 120
 MAX_ATTEMPTS = 3
-
-
-def scratch_root() -> Path:
-    """Where FEFF scratch directories go: ``$FEFF_SCRATCH_DIR`` or ``<tmp>/screening-feff``."""
-    root = Path(os.environ.get("FEFF_SCRATCH_DIR") or Path(tempfile.gettempdir()) / "screening-feff")
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def remove_stale_scratch(root: Path, older_than_s: float = TIME_LIMIT_S * 2) -> int:
-    """Remove scratch directories a hard-killed task left; no live task is that old."""
-    removed, now = 0, time.time()
-    for path in root.glob("feff-*"):
-        try:
-            if path.is_dir() and now - path.stat().st_mtime > older_than_s:
-                shutil.rmtree(path, ignore_errors=True)
-                removed += 1
-        except FileNotFoundError:
-            continue  # another worker removed it first
-    return removed
 
 
 def _count_attempt(job: Job) -> int:
@@ -88,7 +64,7 @@ def _count_attempt(job: Job) -> int:
     return attempts
 
 
-@shared_task(soft_time_limit=SOFT_TIME_LIMIT_S, time_limit=TIME_LIMIT_S)
+@shared_task(name="materials.compute_spectrum", soft_time_limit=SOFT_TIME_LIMIT_S, time_limit=TIME_LIMIT_S)
 def compute_spectrum(job_id: int) -> None:
     """Compute one K-edge spectrum: ``Job.parameters`` names the material, element and preset."""
     job = Job.objects.get(pk=job_id)
@@ -122,7 +98,7 @@ def compute_spectrum(job_id: int) -> None:
     run_tracked(job, work)
 
 
-@shared_task(soft_time_limit=SOFT_TIME_LIMIT_S, time_limit=TIME_LIMIT_S)
+@shared_task(name="materials.screening_spectrum", soft_time_limit=SOFT_TIME_LIMIT_S, time_limit=TIME_LIMIT_S)
 def screening_spectrum(job_id: int) -> None:
     """One (material, element) of a screening's stage 2: compute it, then settle the row."""
     from materials.screening.stage2 import settle_feff_job

@@ -16,14 +16,14 @@ INGEST_TIME_LIMIT = 3600
 IMPORT_PARAMETERS = ("catalogue", "path", "release", "raw_class", "strict")
 
 
-@shared_task(time_limit=INGEST_TIME_LIMIT)
+@shared_task(name="materials.ingest_mp", time_limit=INGEST_TIME_LIMIT)
 def ingest_mp(job_id: int) -> None:
     """Fetch and store MP K-edge XANES for ``job.parameters["mp_ids"]`` (``run_job``)."""
     job = Job.objects.get(pk=job_id)
     run_tracked(job, lambda: run_job(job))
 
 
-@shared_task(time_limit=INGEST_TIME_LIMIT)
+@shared_task(name="materials.import_labels", time_limit=INGEST_TIME_LIMIT)
 def import_labels(job_id: int) -> None:
     """Import a catalogue file the worker can read: ``job.parameters`` holds
     ``catalogue`` and ``path``, optionally ``release``, ``raw_class``, ``strict``."""

@@ -6,7 +6,7 @@ from materials.tasks.base import run_tracked
 from materials.training import mark_failed_version, train_model_version, training_lock
 
 
-@shared_task(time_limit=3600, soft_time_limit=3500)
+@shared_task(name="materials.train_model", time_limit=3600, soft_time_limit=3500)
 def train_model(run_id: int) -> None:
     """Train one model version (queue ``train``; GPU workers consume it).
 

@@ -2,9 +2,8 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from materials.models import Job, ModelVersion
-from materials.tasks.base import enqueue_on_commit
-from materials.tasks.classify import classify_all
+from materials import jobs
+from materials.models import ModelVersion
 
 
 class Command(BaseCommand):
@@ -18,8 +17,7 @@ class Command(BaseCommand):
         version = ModelVersion.objects.filter(pk=model).first() if model else ModelVersion.objects.production()
         if version is None:
             raise CommandError("no such model" if model else "no production model; promote one first")
-        job = Job.objects.create(kind=Job.Kind.CLASSIFY, parameters={"model_version": version.pk})
-        enqueue_on_commit(classify_all, job.pk, version.pk, chunk_size)
+        job = jobs.start_classify_all(version, chunk_size=chunk_size)
         while True:
             job.refresh_from_db()
             if job.is_finished:

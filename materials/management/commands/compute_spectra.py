@@ -14,15 +14,13 @@ import uuid
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 from django.utils import timezone
 
+from materials import jobs
 from materials.feff import PRESETS
 from materials.models import Job, Status
 from materials.progress import StageProgress
-from materials.spectra_compute import plan_missing_spectra
-from materials.tasks.base import enqueue_on_commit
-from materials.tasks.feff import TIME_LIMIT_S, compute_spectrum
+from materials.spectra_compute import TIME_LIMIT_S, plan_missing_spectra
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -99,31 +97,25 @@ class Command(BaseCommand):
         self.stdout.write(f"Computing {len(pairs)} spectra of {n_materials} materials (preset {preset})")
 
         batch = uuid.uuid4().hex[:12]
-        with transaction.atomic():
-            jobs = [
-                Job.objects.create(
-                    kind=Job.Kind.COMPUTE_SPECTRA,
-                    parameters={"material_id": material_id, "element": element, "preset": preset, "batch": batch},
-                )
-                for material_id, element in pairs
-            ]
-        eager = bool(compute_spectrum.app.conf.task_always_eager)
+        created = jobs.create_spectrum_jobs(pairs, preset, batch)
+        eager = jobs.runs_in_process()
         progress = StageProgress(enabled=not options["no_progress"])
-        send_options = {"queue": options["queue"]} if options["queue"] else {}
         try:
-            for count, job in enumerate(jobs, start=1):
+            for count, job in enumerate(created, start=1):
                 # Outside any transaction, so the task is sent (or, eager, run) right away.
-                enqueue_on_commit(compute_spectrum, job.pk, **send_options)
+                jobs.send_spectrum_job(job, queue=options["queue"])
                 if eager:
-                    progress("spectra", count, len(jobs))
+                    progress("spectra", count, len(created))
             if not eager:
-                self.stdout.write(f"Enqueued {len(jobs)} tasks (batch {batch}) on queue {options['queue'] or 'feff'}")
+                self.stdout.write(
+                    f"Enqueued {len(created)} tasks (batch {batch}) on queue {options['queue'] or 'feff'}"
+                )
                 if options["no_wait"]:
                     return
-                self._wait(jobs, progress, options["timeout"], options["poll_interval"])
+                self._wait(created, progress, options["timeout"], options["poll_interval"])
         finally:
             progress.close()
-        self._report(jobs)
+        self._report(created)
 
     def _wait(self, jobs: list[Job], progress: StageProgress, timeout_s: float | None, poll_s: float) -> None:
         ids = [job.pk for job in jobs]

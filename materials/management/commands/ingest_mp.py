@@ -5,7 +5,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from materials import ingest_mp
+from materials import ingest_mp, jobs
 from materials.catalogues import CatalogueFormatError, read_text
 from materials.icsd_quality import read_icsd_metadata
 from materials.models import Job, Status
@@ -173,15 +173,10 @@ class Command(BaseCommand):
         self.print_report(report)
 
     def run_queued(self, mp_ids: list[str], config, options) -> None:
-        from materials.tasks.base import enqueue_on_commit
-        from materials.tasks.ingest import ingest_mp as ingest_task
-
         parameters = {"mp_ids": mp_ids, "options": config.options(), "limit": options["limit"]}
         if options["icsd_metadata"]:
             parameters["icsd_metadata"] = str(options["icsd_metadata"].resolve())
-        job = Job.objects.create(kind=Job.Kind.INGEST_MP, parameters=parameters)
-        routing = {"queue": options["queue"]} if options["queue"] else {}
-        enqueue_on_commit(ingest_task, job.pk, **routing)
+        job = jobs.start_ingest_mp(parameters, queue=options["queue"])
         queue = options["queue"] or "ingest"
         self.stdout.write(f"Queued job #{job.pk} on the {queue!r} queue")
         if options["no_wait"]:

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from materials.training import promote
+from materials import jobs
+from materials.models import ModelVersion, Status
 
 
 class Command(BaseCommand):
@@ -10,12 +11,10 @@ class Command(BaseCommand):
         parser.add_argument("model_version_id", type=int)
 
     def handle(self, *args, model_version_id, **options):
-        from materials.models import ModelVersion
-
-        try:
-            version = promote(model_version_id)
-        except ModelVersion.DoesNotExist:
-            raise CommandError(f"no model version {model_version_id}") from None
-        except ValueError as error:
-            raise CommandError(str(error)) from None
+        if not ModelVersion.objects.filter(pk=model_version_id).exists():
+            raise CommandError(f"no model version {model_version_id}")
+        job = jobs.promote(model_version_id)
+        if job.status != Status.DONE:
+            raise CommandError(job.error)
+        version = ModelVersion.objects.get(pk=model_version_id)
         self.stdout.write(self.style.SUCCESS(f"{version} is now in production"))

@@ -3,13 +3,13 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+from materials import jobs
 from materials.models import Dataset, ModelVersion, Status, TrainingRun
 from materials.training import (
     DEFAULT_SPLIT,
     EVERY_KIND,
     best_by_validation,
     get_or_create_split,
-    promote,
     request_training,
     validation_score,
 )
@@ -78,7 +78,11 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"best by validation: {chosen.kind} (validation ROC AUC {auc:.3f}, topological F1 {f1:.3f})"
                 )
-            self.stdout.write(self.style.SUCCESS(f"promoted {promote(chosen.pk)} to production"))
+            job = jobs.promote(chosen.pk)
+            if job.status != Status.DONE:
+                raise CommandError(f"promoting {chosen} failed: {job.error}")
+            chosen.refresh_from_db()
+            self.stdout.write(self.style.SUCCESS(f"promoted {chosen} to production"))
 
     def wait(self, run: TrainingRun) -> TrainingRun:
         last = ""
