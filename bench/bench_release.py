@@ -28,6 +28,8 @@ Prints ``name: value unit``:
     release_cifs, release_parsed, release_compounds
     release_prior_seconds        <- target <= 60 s for the 9,275 entries on 2 cores
     release_cifs_per_second, release_queries
+    release_prior_cpu_seconds    (this process and the parse processes; not PostgreSQL's): what
+                                 the load of other work on the machine does not inflate
     release_feff_sites_per_minute_1_worker, release_feff_sites_per_minute_2_workers
 
 Usage: python bench/bench_release.py [--processes 2] [--feff-budget 2] [--max-sites 4] [--keep]
@@ -77,9 +79,11 @@ def stage_one(processes: int) -> dict:
     settings.SCREEN_PARSE_PROCESSES = processes
     batch = create_amcsd_batch("bench: stage 1", feff_budget=0)
     with CaptureQueriesContext(connection) as queries:
+        cpu = _cpu_seconds()
         started = time.perf_counter()
         jobs = screen_batch(batch.pk)
         seconds = time.perf_counter() - started
+        cpu = _cpu_seconds() - cpu
     batch.refresh_from_db()
     if batch.status != "done" or jobs:
         sys.exit(f"stage 1 did not finish: {batch.status} {batch.error}")
@@ -89,8 +93,17 @@ def stage_one(processes: int) -> dict:
         "parsed": counts["parsed"],
         "compounds": counts["compounds"],
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "queries": len(queries.captured_queries),
     }
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (the parse processes)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def stage_two(budget: int, max_sites: int, processes: int) -> tuple[float, int, int]:
@@ -148,6 +161,8 @@ def main() -> int:
         print(f"release_prior_seconds: {one['seconds']:.1f} s")
         print(f"release_cifs_per_second: {one['cifs'] / one['seconds']:.0f} files/s")
         print(f"release_queries: {one['queries']} queries")
+        print(f"release_prior_cpu_seconds: {one['cpu_seconds']:.1f} s")
+        print(f"# load average before stage 1 ended: {os.getloadavg()[0]:.1f}", flush=True)
         print(f"# stage 1 in {arguments.processes} parse processes on {os.cpu_count()} CPUs", flush=True)
         if not arguments.skip_feff:
             for processes, name in ((1, "1_worker"), (2, "2_workers")):

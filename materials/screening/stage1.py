@@ -23,7 +23,7 @@ from django.db.models.functions import Coalesce
 
 from materials.chemistry import symmetry_of
 from materials.models import Material, ModelVersion, Prediction, ScreeningBatch, ScreeningRow, elements_key
-from materials.screening.release import AMCSD_SOURCE, amcsd_ids, read_release
+from materials.screening.release import AMCSD_SOURCE, amcsd_ids, amcsd_version, read_release
 from materials.screening.structures import StructureSummary, summarise_amcsd, summarise_files
 
 PARSE_CHUNK = 200
@@ -149,7 +149,11 @@ def _icsd_index(groups) -> dict[int, int]:
 
 
 def store_chunk(
-    batch: ScreeningBatch, groups: list[list[StructureSummary]], icsd_index: dict[int, int], source: str
+    batch: ScreeningBatch,
+    groups: list[list[StructureSummary]],
+    icsd_index: dict[int, int],
+    source: str,
+    release: str,
 ) -> dict[str, int]:
     """Materials and screening rows for one chunk of compounds, in bulk."""
     amcsd = [s.amcsd_id for members in groups for s in members if s.amcsd_id is not None]
@@ -188,7 +192,7 @@ def store_chunk(
                     point_group=symmetry.point_group,
                     crystal_system=symmetry.crystal_system,
                     source=source,
-                    source_release=batch.source[:200],
+                    source_release=release,
                 ),
             )
         )
@@ -230,10 +234,12 @@ def store_release(
             kept.append(summary)
     groups = group_by_compound(kept)
     icsd_index = _icsd_index(groups)
-    source = Material.Source.AMCSD if batch.source == AMCSD_SOURCE else Material.Source.ICSD
+    amcsd = batch.source == AMCSD_SOURCE
+    source = Material.Source.AMCSD if amcsd else Material.Source.ICSD
+    release = amcsd_version() if amcsd else f"screening release {batch.source}"[:200]
     counts = {"compounds": len(groups), "existing_materials": 0, "new_materials": 0}
     for start in range(0, len(groups), STORE_CHUNK):
-        for key, value in store_chunk(batch, groups[start : start + STORE_CHUNK], icsd_index, source).items():
+        for key, value in store_chunk(batch, groups[start : start + STORE_CHUNK], icsd_index, source, release).items():
             counts[key] += value
         if progress:
             progress(min(start + STORE_CHUNK, len(groups)), len(groups))
