@@ -5,7 +5,9 @@ P(topological) is not a frequency. :class:`Calibrator` maps it to one with Platt
 ``sigmoid(a * logit(p) + b)``, fitted by maximum likelihood on the validation split with
 Platt's smoothed targets ((n+ + 1) / (n+ + 2) and 1 / (n- + 2), so that a small, separable
 validation set does not produce probabilities of exactly 0 or 1). Two parameters are as much
-as ~40-80 validation materials support; isotonic regression would memorise them. The map is
+as ~40-80 validation materials support; isotonic regression would memorise them. Even so,
+the map is kept only if it predicts left-out validation materials better than the raw
+probabilities (leave-one-out log loss); otherwise the calibrator is the identity. The map is
 monotonic (``a`` is kept positive), so rankings and ROC curves are unchanged.
 
 ``expected_calibration_error`` and ``reliability_points`` measure the result (equal-width
@@ -39,7 +41,8 @@ class Calibrator:
     Attributes
     ----------
     method : {"platt", "identity"}
-        "identity" when there was nothing to fit on (one class only in validation).
+        "identity" when there was nothing to fit on (one class only in validation), or when
+        Platt scaling did not lower the leave-one-out log loss on validation.
     slope, intercept : float
     n_fit : int
         Validation materials it was fitted on.
@@ -62,6 +65,13 @@ class Calibrator:
             self.method, self.slope, self.intercept = "identity", 1.0, 0.0
             return self
         target = np.where(y > 0.5, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+        # Keep the model's own probabilities unless Platt scaling predicts held-out validation
+        # materials better (leave-one-out log loss, on validation only): with a few dozen
+        # materials a fitted map can be worse than none.
+        self.loo_log_loss = {"identity": _log_loss(y, _sigmoid(z)), "platt": _loo_platt_log_loss(y, z, target)}
+        if self.loo_log_loss["platt"] >= self.loo_log_loss["identity"]:
+            self.method, self.slope, self.intercept = "identity", 1.0, 0.0
+            return self
         slope, intercept = _fit_platt(z, target)
         self.method, self.slope, self.intercept = "platt", slope, intercept
         return self
@@ -74,7 +84,10 @@ class Calibrator:
         return _sigmoid(self.slope * _logit(p) + self.intercept)
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "slope": self.slope, "intercept": self.intercept, "n_fit": self.n_fit}
+        state = {"method": self.method, "slope": self.slope, "intercept": self.intercept, "n_fit": self.n_fit}
+        if getattr(self, "loo_log_loss", None):
+            state["loo_log_loss"] = self.loo_log_loss
+        return state
 
     @classmethod
     def from_dict(cls, state: Mapping) -> Calibrator:
@@ -84,6 +97,21 @@ class Calibrator:
         return cls(
             method, float(state.get("slope", 1.0)), float(state.get("intercept", 0.0)), int(state.get("n_fit", 0))
         )
+
+
+def _log_loss(y: np.ndarray, q: np.ndarray) -> float:
+    q = np.clip(q, _EPS, 1 - _EPS)
+    return float(-np.mean(y * np.log(q) + (1 - y) * np.log1p(-q)))
+
+
+def _loo_platt_log_loss(y: np.ndarray, z: np.ndarray, target: np.ndarray) -> float:
+    """Mean log loss of each material under Platt scaling fitted without it."""
+    losses = []
+    for i in range(y.size):
+        keep = np.arange(y.size) != i
+        slope, intercept = _fit_platt(z[keep], target[keep])
+        losses.append(_log_loss(y[i : i + 1], _sigmoid(np.array([slope * z[i] + intercept]))))
+    return float(np.mean(losses))
 
 
 def _fit_platt(z: np.ndarray, target: np.ndarray) -> tuple[float, float]:

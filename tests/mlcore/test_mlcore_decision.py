@@ -42,6 +42,17 @@ def test_platt_calibration_fitted_on_validation_lowers_test_ece_and_keeps_the_ra
     assert Calibrator.from_dict(calibrator.to_dict()).transform(p_test) == pytest.approx(after)
 
 
+def test_well_calibrated_validation_probabilities_are_kept_as_they_are():
+    """Platt scaling is kept only if it predicts left-out validation materials better."""
+    rng = np.random.default_rng(7)
+    p = rng.uniform(0.02, 0.98, 60)
+    y = (rng.random(60) < p).astype(int)  # labels drawn from the probabilities themselves
+    calibrator = Calibrator().fit(y, p)
+    assert calibrator.method == "identity"
+    assert calibrator.loo_log_loss["platt"] >= calibrator.loo_log_loss["identity"]
+    assert np.array_equal(calibrator.transform(p), p)
+
+
 def test_one_class_in_validation_leaves_probabilities_as_they_are():
     calibrator = Calibrator().fit([1, 1, 1], [0.2, 0.7, 0.9])
     assert calibrator.method == "identity"
