@@ -265,7 +265,8 @@ def test_killing_the_whole_worker_during_ingestion_a_new_worker_finishes_it_with
     what was stored: the result equals an uninterrupted run, with no duplicate rows
     (unique constraints on mp_id and on (material, element, edge, source)).
     ``tests/test_ingest_mp.py`` kills the *command* the same way."""
-    from materials.ingest_mp import IngestConfig, MPIngestion
+    from materials.ingest.mp import MPIngestion
+    from materials.ingest.mp_http import IngestConfig
     from tests.mp_server import ALL_MP_IDS, API_KEY, MPTestServer, documents
     from tests.test_ingest_mp import FAST, snapshot
 

@@ -16,15 +16,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from materials.ingest_mp import (
-    IngestConfig,
-    MalformedDocumentError,
-    MPConfigurationError,
-    MPIngestion,
-    MPRequestError,
-    Throttle,
-    retry_delay,
-)
+from materials.ingest.mp import MPIngestion
+from materials.ingest.mp_documents import MalformedDocumentError
+from materials.ingest.mp_http import IngestConfig, MPConfigurationError, MPRequestError, Throttle, retry_delay
 from materials.models import Job, Material, Spectrum, Status, TopologyLabel
 from tests.conftest import REPO
 from tests.mp_server import ALL_MP_IDS, API_KEY, COMPLETE, DB_VERSION, MPTestServer, documents

@@ -5,9 +5,10 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from materials import ingest_mp, jobs
+from materials import jobs
 from materials.catalogues import CatalogueFormatError, read_text
 from materials.icsd_quality import read_icsd_metadata
+from materials.ingest import mp, mp_documents, mp_http, mp_store
 from materials.models import Job, Status
 from materials.progress import StageProgress
 
@@ -58,14 +59,12 @@ class Command(BaseCommand):
         )
         source.add_argument("--limit", type=int, help="fetch at most this many materials (after skipping stored ones)")
         how = parser.add_argument_group("how")
-        how.add_argument(
-            "--chunk-size", type=int, help=f"materials per request (default {ingest_mp.DEFAULT_CHUNK_SIZE})"
-        )
+        how.add_argument("--chunk-size", type=int, help=f"materials per request (default {mp_http.DEFAULT_CHUNK_SIZE})")
         how.add_argument(
             "--rate",
             type=float,
-            help=f"requests per second (default {ingest_mp.DEFAULT_REQUESTS_PER_SECOND:g}, "
-            f"at most {ingest_mp.MP_RATE_LIMIT_PER_SECOND:g})",
+            help=f"requests per second (default {mp_http.DEFAULT_REQUESTS_PER_SECOND:g}, "
+            f"at most {mp_http.MP_RATE_LIMIT_PER_SECOND:g})",
         )
         how.add_argument("--max-retries", type=int, help="retries of a request on 429, 5xx or a lost connection")
         how.add_argument("--backoff", type=float, help="seconds before the first retry; doubles each time (default 1)")
@@ -83,13 +82,13 @@ class Command(BaseCommand):
         if options["icsd_metadata"]:
             self.read_metadata(options["icsd_metadata"])  # fail here, not later in a worker
         try:
-            config = ingest_mp.IngestConfig.from_settings(
+            config = mp_http.IngestConfig.from_settings(
                 chunk_size=options["chunk_size"],
                 requests_per_second=options["rate"],
                 max_retries=options["max_retries"],
                 backoff_seconds=options["backoff"],
             )
-        except ingest_mp.MPConfigurationError as error:
+        except mp_http.MPConfigurationError as error:
             raise CommandError(str(error)) from None
         self.stdout.write(f"{len(mp_ids)} materials to ingest from {config.endpoint}")
         if settings.CELERY_BROKER_URL and not options["in_process"]:
@@ -103,12 +102,12 @@ class Command(BaseCommand):
         mp_ids, icsd_ids, problems = [], [], []
         for value in split_ids(options["mp_ids"]):
             try:
-                mp_ids.append(ingest_mp.normalize_mp_id(value))
+                mp_ids.append(mp_documents.normalize_mp_id(value))
             except ValueError as error:
                 problems.append(str(error))
         for value in split_ids(options["icsd_ids"]):
             try:
-                icsd_ids.append(ingest_mp.parse_icsd_id(value))
+                icsd_ids.append(mp_documents.parse_icsd_id(value))
             except ValueError as error:
                 problems.append(str(error))
         if options["from_file"]:
@@ -116,14 +115,14 @@ class Command(BaseCommand):
                 text = read_text(options["from_file"])
             except (OSError, CatalogueFormatError) as error:
                 raise CommandError(f"cannot read {options['from_file']}: {error}") from None
-            found_mp, found_icsd, file_problems = ingest_mp.parse_id_lines(text)
+            found_mp, found_icsd, file_problems = mp_documents.parse_id_lines(text)
             mp_ids += found_mp
             icsd_ids += found_icsd
             problems += [f"{options['from_file']}: {problem}" for problem in file_problems]
         if problems:
             raise CommandError("unusable ids:\n  " + "\n  ".join(problems))
         if icsd_ids:
-            mapping, unmapped = ingest_mp.mp_ids_for_icsd(icsd_ids)
+            mapping, unmapped = mp_store.mp_ids_for_icsd(icsd_ids)
             mp_ids += [mapping[i] for i in icsd_ids if i in mapping]
             self.stdout.write(f"{len(mapping)} of {len(set(icsd_ids))} ICSD ids map to stored mp-ids")
             if unmapped:
@@ -135,7 +134,7 @@ class Command(BaseCommand):
                     )
                 )
         if options["from_labels"]:
-            mp_ids += ingest_mp.mp_ids_from_labels()
+            mp_ids += mp_store.mp_ids_from_labels()
         mp_ids = list(dict.fromkeys(mp_ids))
         if not mp_ids:
             raise CommandError("no materials to ingest: give --mp-ids, --icsd-ids, --from-file or --from-labels")
@@ -155,7 +154,7 @@ class Command(BaseCommand):
     def run_here(self, mp_ids: list[str], config, options) -> None:
         metadata = self.read_metadata(options["icsd_metadata"]) if options["icsd_metadata"] else None
         progress = StageProgress(enabled=not options["no_progress"])
-        ingestion = ingest_mp.MPIngestion(config, progress=progress, icsd_metadata=metadata)
+        ingestion = mp.MPIngestion(config, progress=progress, icsd_metadata=metadata)
         try:
             report = ingestion.run(mp_ids, limit=options["limit"])
         except KeyboardInterrupt:
@@ -165,7 +164,7 @@ class Command(BaseCommand):
                 "interrupted; every material stored so far is kept: run the same command again to carry on",
                 returncode=130,
             ) from None
-        except ingest_mp.MPIngestError as error:
+        except mp_http.MPIngestError as error:
             progress.close()
             self.print_report(ingestion.report)
             raise CommandError(f"{error}\nMaterials stored before this are kept; re-run to carry on.") from None
@@ -215,7 +214,7 @@ class Command(BaseCommand):
         values = report.as_dict() if hasattr(report, "as_dict") else dict(report or {})
         if not values:
             return
-        line = ingest_mp.IngestReport(**{k: v for k, v in values.items() if k != "http"}).line()
+        line = mp.IngestReport(**{k: v for k, v in values.items() if k != "http"}).line()
         self.stdout.write(self.style.SUCCESS(f"Materials Project {values.get('db_version') or '?'}: {line}"))
         for mp_id, reason in values.get("excluded", {}).items():
             self.stdout.write(f"  excluded {mp_id}: {reason}")
