@@ -183,8 +183,3 @@ def composition_matrix(compositions: Sequence[Mapping[str, float]]) -> np.ndarra
     totals = matrix.sum(axis=1, keepdims=True)
     np.divide(matrix, totals, out=matrix, where=totals > 0)
     return matrix.astype(np.float32)
-
-
-def element_sets_from_composition(composition: np.ndarray) -> list[set[str]]:
-    """Elements with a non-zero fraction, per row of a composition matrix."""
-    return [{ELEMENTS[i] for i in np.flatnonzero(row)} for row in np.asarray(composition)]
