@@ -1,8 +1,9 @@
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from materials.catalogues import CatalogueFormatError, RejectedRowsError, import_catalogue_file
+from materials.management.commands._examples import ExamplesCommand
 from materials.progress import StageProgress
 
 EXAMPLES = """
@@ -26,16 +27,10 @@ Examples:
 """
 
 
-class Command(BaseCommand):
+class Command(ExamplesCommand):
     help = "Import topology labels from a catalogue file (Materiae, Topological Materials Arsenal or TQC)."
 
-    def create_parser(self, prog_name, subcommand, **kwargs):
-        from argparse import RawDescriptionHelpFormatter
-
-        parser = super().create_parser(prog_name, subcommand, **kwargs)
-        parser.formatter_class = RawDescriptionHelpFormatter
-        parser.epilog = EXAMPLES
-        return parser
+    examples = EXAMPLES
 
     def add_arguments(self, parser):
         parser.add_argument("file", type=Path, help="the catalogue file")

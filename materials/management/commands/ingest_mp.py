@@ -1,14 +1,14 @@
 import time
-from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from materials import jobs
 from materials.catalogues import CatalogueFormatError, read_text
 from materials.icsd_quality import read_icsd_metadata
 from materials.ingest import mp, mp_documents, mp_http, mp_store
+from materials.management.commands._examples import ExamplesCommand
 from materials.models import Job, Status
 from materials.progress import StageProgress
 
@@ -40,14 +40,10 @@ def split_ids(values) -> list[str]:
     return [part.strip() for value in values or [] for part in str(value).split(",") if part.strip()]
 
 
-class Command(BaseCommand):
+class Command(ExamplesCommand):
     help = "Ingest Materials Project K-edge XANES, structures and symmetry for materials by mp-id or ICSD id."
 
-    def create_parser(self, prog_name, subcommand, **kwargs):
-        parser = super().create_parser(prog_name, subcommand, **kwargs)
-        parser.formatter_class = RawDescriptionHelpFormatter
-        parser.epilog = EXAMPLES
-        return parser
+    examples = EXAMPLES
 
     def add_arguments(self, parser):
         source = parser.add_argument_group("which materials (any combination)")
