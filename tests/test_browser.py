@@ -223,7 +223,7 @@ def cif_release(site, path: Path) -> Path:
 
 
 def test_upload_a_release_and_watch_its_progress_live(browser, live_server, site, tmp_path):
-    from materials.models import ScreeningBatch
+    from materials.models import ScreeningBatch, ScreeningRow
 
     tab = Page(browser, live_server.url, DESKTOP)
     try:
@@ -251,13 +251,34 @@ def test_upload_a_release_and_watch_its_progress_live(browser, live_server, site
             "document.querySelector('[data-field=message]').textContent.includes('spectra for LiCoO2')"
         )
         assert tab.page.locator("[data-field=progress]").evaluate("el => el.value") == 0.5
-        assert "CIFs parsed" in tab.page.locator("#stage-table").inner_text()
+        assert "structures parsed" in tab.page.locator("#stage-table").inner_text()
 
+        # Stage 1 ends: the page shows the prior's ranking by itself, and stage 2's progress live.
         batch.materials.add(*site.batch.materials.all())
+        for row in site.batch.rows.all():
+            ScreeningRow.objects.create(
+                batch=batch,
+                material_id=row.material_id,
+                files=row.files,
+                prior_probability=row.prior_probability,
+                probability=row.prior_probability,
+                reason="prior only: outside the FEFF budget",
+            )
+        batch.stage_counts = {"files": 3, "parsed": 2, "ranked": 6, "feff_jobs": 2, "feff_jobs_done": 0}
+        batch.save()
+        tab.page.wait_for_selector("#ranking")
+        assert "prior only: outside the FEFF budget" in tab.page.locator("#ranking").inner_text()
+        batch.stage_counts = {**batch.stage_counts, "feff_jobs_done": 1}
+        batch.save()
+        tab.page.wait_for_function(
+            "document.querySelector('[data-field=stage-two-text]').textContent.includes('1 of 2 spectra')"
+        )
+        tab.screenshot("screening-stage-two")
+
         batch.model_version = site.production
         batch.status, batch.progress, batch.progress_message = "done", 1.0, "classified"
         batch.save()
-        tab.page.wait_for_selector("text=Ranked candidates")
+        tab.page.wait_for_function("document.querySelector('[data-field=status]').textContent === 'done'")
         tab.page.wait_for_selector("a:has-text('Download all as CSV')")
         assert tab.page.locator("[data-field=status]").inner_text() == "done"
         tab.screenshot("screening-done")
