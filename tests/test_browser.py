@@ -3,8 +3,8 @@
 Chromium is Debian's (apt package ``chromium``, at /usr/bin/chromium); Playwright
 never downloads a browser. ``make test`` installs it first (the Makefile's ``browser``
 target: ``apt-get install -y chromium`` when run as root). Without it these tests
-are skipped on a laptop, and fail in CI (where ``CI`` is set) so a missing browser
-can never pass silently.
+are skipped on a laptop, and fail where ``REQUIRE_BROWSER_TESTS=1`` (``.ci/run`` sets
+it) or ``CI`` is set, so a missing browser can never pass silently.
 
 Screenshots of every page, on a desktop and a phone viewport, are written to
 ``test-artifacts/screenshots/`` for CI to keep as artifacts.
@@ -44,13 +44,20 @@ TIMEOUT_MS = 90_000  # the first material page loads the model bundle
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def chromium_or_skip() -> Path:
-    executable = CHROMIUM if CHROMIUM.exists() else Path(shutil.which("chromium") or "/nonexistent")
+def browser_tests_required() -> str:
+    """Why a missing browser must fail these tests rather than skip them ("" on a laptop)."""
+    if os.environ.get("REQUIRE_BROWSER_TESTS"):
+        return "REQUIRE_BROWSER_TESTS is set"
+    return "CI is set" if os.environ.get("CI") else ""
+
+
+def chromium_or_skip(chromium: Path = CHROMIUM) -> Path:
+    executable = chromium if chromium.exists() else Path(shutil.which("chromium") or "/nonexistent")
     if executable.exists():
         return executable
-    message = f"Chromium not found at {CHROMIUM}: install Debian's package with `apt-get install -y chromium`"
-    if os.environ.get("CI"):
-        pytest.fail(message + " (CI is set, so the browser tests may not be skipped)")
+    message = f"Chromium not found at {chromium}: install Debian's package with `apt-get install -y chromium`"
+    if required := browser_tests_required():
+        pytest.fail(f"{message} ({required}, so the browser tests may not be skipped)")
     pytest.skip(message)
 
 
@@ -60,7 +67,7 @@ def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:  # pragma: no cover - playwright is in requirements.txt
-        if os.environ.get("CI"):
+        if browser_tests_required():
             pytest.fail("the playwright package is not installed")
         pytest.skip("the playwright package is not installed")
     # Playwright's sync API keeps an event loop in this thread; the ORM calls the tests
@@ -285,3 +292,14 @@ def test_upload_a_release_and_watch_its_progress_live(browser, live_server, site
         assert tab.errors == []
     finally:
         tab.close()
+
+
+def test_a_missing_chromium_fails_when_browser_tests_are_required(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no chromium on the PATH either
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("REQUIRE_BROWSER_TESTS", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        chromium_or_skip(tmp_path / "chromium")
+    monkeypatch.setenv("REQUIRE_BROWSER_TESTS", "1")
+    with pytest.raises(pytest.fail.Exception, match="REQUIRE_BROWSER_TESTS is set, so the browser tests may not be"):
+        chromium_or_skip(tmp_path / "chromium")

@@ -1,9 +1,10 @@
 import secrets
 import time
+from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from materials.models import Material
 
@@ -21,8 +22,23 @@ class Command(BaseCommand):
         parser.add_argument(
             "--url", default="http://127.0.0.1:8000/", help="where the site will be served (printed at the end)"
         )
+        # For a quick run of the same steps (CI's tests/test_demo.py): a smaller data folder,
+        # fewer epochs, no FEFF.
+        parser.add_argument(
+            "--data-dir", type=Path, default=None, help="a folder laid out like data/ (default: the bundled data)"
+        )
+        parser.add_argument(
+            "--feff-budget",
+            type=int,
+            default=DEMO_FEFF_BUDGET,
+            help=f"AMCSD minerals the screening computes FEFF spectra for (default {DEMO_FEFF_BUDGET}; 0: none)",
+        )
 
-    def handle(self, *args, epochs, url, **options):
+    def handle(self, *args, epochs, url, data_dir=None, feff_budget=DEMO_FEFF_BUDGET, **options):
+        if feff_budget < 0:
+            raise CommandError(f"--feff-budget must be 0 or more, got {feff_budget}")
+        self.feff_budget = feff_budget
+        load_options = {"data_dir": data_dir} if data_dir else {}
         timings = {}
 
         def step(name, function):
@@ -31,7 +47,7 @@ class Command(BaseCommand):
             function()
             timings[name] = time.perf_counter() - started
 
-        step("load bundled data", lambda: call_command("load_bundled", stdout=self.stdout))
+        step("load bundled data", lambda: call_command("load_bundled", stdout=self.stdout, **load_options))
         for name, command in self.pipeline_steps(epochs):
             step(name, command)
         password = self.ensure_admin()
@@ -56,10 +72,10 @@ class Command(BaseCommand):
             ("train every model kind", lambda: call_command("train", stdout=self.stdout, **options)),
             ("classify every material", lambda: call_command("classify_all", stdout=self.stdout)),
             (
-                "screen the AMCSD (9,275 CIFs), FEFF for 3",
+                f"screen the AMCSD (9,275 CIFs), FEFF for {self.feff_budget}",
                 lambda: call_command(
                     "screen_amcsd",
-                    feff_budget=DEMO_FEFF_BUDGET,
+                    feff_budget=self.feff_budget,
                     feff_max_sites=DEMO_FEFF_MAX_SITES,
                     stdout=self.stdout,
                 ),
