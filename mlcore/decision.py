@@ -14,8 +14,8 @@ Reason codes are stable strings that APIs and pages can rely on:
 ``unseen_element``   a spectrum of an element the model never saw in training
 ``off_distribution`` a spectrum that, aligned and normalised, lies outside the training spectra
                      (version-1 models: its edge is off the training energy scale)
-``missing_spectra``  most of the formula's elements have no spectrum, and the model cannot use
-                     the composition for them
+``missing_spectra``  half or more of the formula's elements have no spectrum, and the model cannot
+                     stand in for them (only a composition + symmetry prior can: see materials.decisions)
 ``uncertain``        the calibrated probability lies inside the abstain band
 """
 
@@ -154,13 +154,14 @@ def decide(probability: float, band: Band, reasons: Sequence[Reason] = ()) -> De
 def missing_spectra_reason(
     formula_elements: Sequence[str], seen: Sequence[str], model_kind: str, uses_composition: bool
 ) -> Reason | None:
-    """``missing_spectra`` when most of the formula's elements have no spectrum and the model
-    cannot use the composition (or a composition prior) for them."""
+    """``missing_spectra`` when half or more of the formula's elements have no spectrum (one
+    metal edge of a binary oxide included: half the model's input would be absent) and the
+    model cannot stand in for them (``uses_composition``: a composition + symmetry prior)."""
     formula_elements = sorted(set(formula_elements))
     seen = sorted(set(seen) & set(formula_elements))
-    if uses_composition or not formula_elements or 2 * len(seen) > len(formula_elements):
-        return None
     missing = sorted(set(formula_elements) - set(seen))
+    if uses_composition or len(missing) < len(seen):
+        return None
     return Reason(
         "missing_spectra",
         f"spectra for {len(seen)} of {len(formula_elements)} elements ({', '.join(seen) or 'none'}); "

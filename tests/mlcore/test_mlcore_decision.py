@@ -114,11 +114,13 @@ def test_decide_abstains_for_any_reason_and_keeps_the_probability():
     assert legacy.decide(0.4) == "topological" and legacy.decide(0.39999) == "trivial"
 
 
-def test_missing_spectra_only_when_most_elements_lack_one_and_composition_is_not_used():
+def test_missing_spectra_when_half_or_more_elements_lack_one_and_no_prior_stands_in():
     assert missing_spectra_reason(["Li", "Co", "O"], ["Co"], "cnn-sg", uses_composition=False).code == (
         "missing_spectra"
     )
     assert missing_spectra_reason(["Li", "Co", "O"], ["Co", "O"], "cnn-sg", uses_composition=False) is None
+    assert missing_spectra_reason(["Ti", "O"], ["Ti"], "cnn-sg", uses_composition=False).code == "missing_spectra"
+    assert missing_spectra_reason(["Ti", "Ba", "O"], ["Ti", "O"], "cnn-sg", uses_composition=False) is None
     assert missing_spectra_reason(["Li", "Co", "O"], ["Co"], "stacked", uses_composition=True) is None
 
 
