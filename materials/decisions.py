@@ -11,6 +11,7 @@ preprocessor and kind.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -118,3 +119,21 @@ def with_decisions(predictions) -> list:
         prediction.calibrated_probability = float(calibrated[0])
         prediction.decision = decisions[0]
     return predictions
+
+
+def rule_for_version_id(version_id: int) -> DecisionRule:
+    """``rule_from_metrics`` by model version id (one query)."""
+    from materials.models import ModelVersion
+
+    version = ModelVersion.objects.only("threshold", "metrics").filter(pk=version_id).first()
+    return rule_from_metrics(version) if version is not None else DecisionRule.uncalibrated(0.5)
+
+
+def calibrate_one(rule: DecisionRule, probability: float) -> float:
+    """``rule.calibrate`` for one probability in plain floats (the predictions list's hot path)."""
+    calibrator = rule.calibrator
+    if calibrator.method == "identity":
+        return float(probability)
+    p = min(max(float(probability), 1e-6), 1 - 1e-6)
+    z = calibrator.slope * math.log(p / (1 - p)) + calibrator.intercept
+    return 0.5 * (1.0 + math.tanh(0.5 * z))

@@ -280,3 +280,23 @@ def test_the_model_page_reports_calibration_on_test_and_the_reliability_diagram(
     assert f"{calibration['ece_test_before']:.3f}</strong> raw" in body
     assert f"{calibration['ece_test_after']:.3f}</strong> calibrated" in body
     assert "Preprocessing version 2" in body
+
+
+def test_stored_predictions_are_listed_with_the_calibrated_probability_and_decision(client, trained_world):
+    from materials.decisions import rule_from_metrics
+    from materials.models import Prediction
+
+    spectrum, material = training_spectrum()
+    version = trained_world.version
+    Prediction.objects.create(material=material, model_version=version, probability=0.3, predicted_class="trivial")
+    try:
+        response = client.get(f"/api/predictions/?model={version.pk}")
+        assert response.status_code == 200, response.content
+        row = next(r for r in response.json()["results"] if r["material"] == material.pk)
+        rule = rule_from_metrics(version)
+        expected = float(rule.calibrate(np.array([0.3]))[0])
+        assert row["probability"] == 0.3
+        assert row["calibrated_probability"] == pytest.approx(expected, abs=1e-12)
+        assert row["decision"] == rule.band.decide(row["calibrated_probability"])
+    finally:
+        Prediction.objects.filter(material=material, model_version=version).delete()

@@ -273,6 +273,8 @@ def test_predictions_default_to_the_production_model_best_first(client, catalogu
         "material": catalogue["bi2se3"].pk,
         "model_version": catalogue["production"].pk,
         "probability": 0.95,
+        "calibrated_probability": 0.95,  # a model stored without calibration: the raw value
+        "decision": "topological",  # ... decided at its single threshold
         "predicted_class": "topological",
         "reduced_formula": "Bi2Se3",
         "formula": "Bi2Se3",

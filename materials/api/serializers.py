@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
+from materials.decisions import calibrate_one, rule_for_version_id
 from materials.models import (
     BINARY_CLASSES,
     ElementMetric,
@@ -276,7 +277,15 @@ class PredictionSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     material = serializers.IntegerField(help_text="Material id.")
     model_version = serializers.IntegerField()
-    probability = serializers.FloatField(help_text="P(topological).")
+    probability = serializers.FloatField(help_text="P(topological) as the model gave it (raw).")
+    calibrated_probability = serializers.FloatField(
+        allow_null=True, help_text="P(topological) mapped by the model's calibrator (fitted on its validation split)."
+    )
+    decision = serializers.ChoiceField(
+        choices=list(DECISIONS),
+        help_text="The model's abstain band applied to the calibrated probability (the inputs were checked when "
+        "the prediction was stored): topological, trivial or abstain.",
+    )
     predicted_class = serializers.ChoiceField(choices=BINARY_CLASSES)
     reduced_formula = serializers.CharField()
     formula = serializers.CharField()
@@ -287,11 +296,19 @@ class PredictionSerializer(serializers.Serializer):
 
     def to_representation(self, row):
         probability = row["probability"]
+        finite = math.isfinite(probability)
+        rules = self.context.setdefault("_decision_rules", {})
+        rule = rules.get(row["model_version_id"])
+        if rule is None:
+            rule = rules[row["model_version_id"]] = rule_for_version_id(row["model_version_id"])
+        calibrated = calibrate_one(rule, probability) if finite else None
         return {
             "id": row["id"],
             "material": row["material_id"],
             "model_version": row["model_version_id"],
-            "probability": probability if math.isfinite(probability) else None,
+            "probability": probability if finite else None,
+            "calibrated_probability": calibrated,
+            "decision": rule.band.decide(calibrated) if finite else "abstain",
             "predicted_class": row["predicted_class"],
             "reduced_formula": row["material__reduced_formula"],
             "formula": row["material__formula"],
