@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -29,8 +30,13 @@ def non_negative(value: str) -> int:
 def run_and_report(command, batch: ScreeningBatch, output: Path | None) -> ScreeningBatch:
     from materials.screening.background import start_screening_batch
 
+    # Without a broker the screening runs inside start_screening_batch: a thread reports its
+    # progress meanwhile (with one, the work is on workers and the thread reports it as well).
+    watcher = threading.Thread(target=wait, args=(command, batch.pk), daemon=True)
+    watcher.start()
     start_screening_batch(batch.pk)
-    batch = wait(command, batch)
+    watcher.join()
+    batch.refresh_from_db()
     rejected = batch.rejected or []
     for reject in rejected[:20]:
         command.stdout.write(command.style.WARNING(f"  rejected {reject['file']}: {reject['reason']}"))
@@ -62,13 +68,22 @@ def run_and_report(command, batch: ScreeningBatch, output: Path | None) -> Scree
     return batch
 
 
-def wait(command, batch: ScreeningBatch) -> ScreeningBatch:
+def wait(command, batch_id: int) -> None:
+    """Print the batch's progress messages until it finishes (runs in its own thread)."""
+    from django.db import DatabaseError, connection
+
     last = ""
-    while True:
-        batch.refresh_from_db()
-        if batch.progress_message != last:
-            command.stdout.write(f"  [{batch.progress:4.0%}] {batch.progress_message}")
-            last = batch.progress_message
-        if batch.is_finished:
-            return batch
-        time.sleep(0.5)
+    try:
+        while True:
+            try:
+                batch = ScreeningBatch.objects.only("status", "progress", "progress_message").get(pk=batch_id)
+            except (ScreeningBatch.DoesNotExist, DatabaseError):  # not visible from here (a test's transaction)
+                return
+            if batch.progress_message != last:
+                command.stdout.write(f"  [{batch.progress:4.0%}] {batch.progress_message}")
+                last = batch.progress_message
+            if batch.is_finished:
+                return
+            time.sleep(0.5)
+    finally:
+        connection.close()  # this thread's own connection
