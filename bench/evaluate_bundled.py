@@ -339,7 +339,7 @@ def main(argv=None) -> int:
     print(f"# usable compounds: {counts['compounds']} ({counts['topological']} topological)", flush=True)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     meta = {**provenance(), "data": counts, "command": "bench/evaluate_bundled.py " + " ".join(argv or sys.argv[1:])}
-    if args.tune:
+    if args.tune:  # the schedules are compared on validation; mlcore.training.CNN_SCHEDULE records the choice
         (args.output_dir / "tuning.json").write_text(json.dumps({**meta, "schedules": tune(seeds[0])}, indent=1))
     splits = []
     for seed in seeds:
