@@ -13,6 +13,7 @@ from materials.training import (
     request_training,
     validation_score,
 )
+from mlcore.training import hyperparameters_for
 
 
 class Command(BaseCommand):
@@ -60,8 +61,10 @@ class Command(BaseCommand):
         versions = []
         for name in kinds:
             started = time.perf_counter()
+            # --epochs applies to the kinds trained by epochs (the CNNs) when several kinds are trained.
+            own = {k: v for k, v in hyperparameters.items() if k != "epochs" or len(kinds) == 1 or epochs_apply(name)}
             try:
-                run = request_training(name, hyperparameters, dataset=dataset)
+                run = request_training(name, own, dataset=dataset)
             except (ValueError, TypeError) as error:
                 raise CommandError(str(error)) from None
             run = self.wait(run)
@@ -110,6 +113,10 @@ class Command(BaseCommand):
                 entry = metrics["test_ci"][f"{target}_{name}"]
                 cells.append(f"{name} {_fmt(entry['value'])} [{_fmt(entry['low'])}, {_fmt(entry['high'])}]")
             self.stdout.write(f"  test {target:12s} " + "  ".join(cells))
+
+
+def epochs_apply(kind: str) -> bool:
+    return "epochs" in hyperparameters_for(kind)
 
 
 def _fmt(value) -> str:
