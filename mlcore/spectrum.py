@@ -269,25 +269,26 @@ def _e0_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     whether that slope is positive (no rise at all: no edge)."""
     m, length = x.shape
     half = E0_HALF_WIDTH_EV
-    # Each point's neighbours within +-half: counted by comparing with the k-th neighbour,
-    # for k = 1, 2, ... until no row of the block has one that close (energies increase).
-    n_left = np.zeros((m, length), dtype=np.intp)
-    n_right = np.zeros((m, length), dtype=np.intp)
-    for k in range(1, length):
-        close = x[:, k:] - x[:, :-k] <= half
-        if not close.any():
-            break
-        n_left[:, k:] += close
-        n_right[:, :-k] += close
-    index = np.arange(length)
-    low, high = index - n_left, index + n_right + 1
+    # Each point's neighbours within +-half: [low, high) per row, by binary search (exact,
+    # and the same for a row whatever else is in the block).
+    low = np.empty((m, length), dtype=np.intp)
+    high = np.empty((m, length), dtype=np.intp)
+    for row in range(m):
+        low[row] = np.searchsorted(x[row], x[row] - half, side="left")
+        high[row] = np.searchsorted(x[row], x[row] + half, side="right")
     # Window sums from running sums (energies taken from each row's first point).
     c = x - x[:, :1]
-    zero = np.zeros((m, 1))
-    sums = []
-    for values in (np.ones_like(c), c, c * c, y, c * y):
-        running = np.concatenate([zero, np.cumsum(values, axis=1)], axis=1)
-        sums.append(np.take_along_axis(running, high, axis=1) - np.take_along_axis(running, low, axis=1))
+    values = np.empty((5, m, length))
+    values[0] = 1.0
+    values[1] = c
+    np.multiply(c, c, out=values[2])
+    values[3] = y
+    np.multiply(c, y, out=values[4])
+    running = np.zeros((5, m, length + 1))
+    np.cumsum(values, axis=2, out=running[:, :, 1:])
+    flat = running.reshape(5, m * (length + 1))
+    offsets = (np.arange(m, dtype=np.intp) * (length + 1))[:, None]
+    sums = (flat[:, (high + offsets).ravel()] - flat[:, (low + offsets).ravel()]).reshape(5, m, length)
     s0, s1, s2, sy, sxy = sums
     with np.errstate(invalid="ignore", divide="ignore"):
         denominator = s0 * s2 - s1 * s1
