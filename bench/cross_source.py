@@ -26,7 +26,9 @@ band for >= 90 % precision), and then:
 * **calibration on test**: ECE before and after calibration, the band, the abstention rate
   and each decided class's precision on the test compounds (never used to fit anything).
 
-Output: ``bench/results/cross_source_seedS.json`` per seed and a summary table on stdout.
+Output: ``bench/results/cross_source_seedS.json`` per seed and a line per model on stdout. Fitted
+models are kept in ``var/cross_source/seedS/<kind>/`` (pickle-free) and reused by a later run, so
+that reference spectra computed later are scored by the same models.
 """
 
 from __future__ import annotations
@@ -49,12 +51,30 @@ from scratch_db import recreate_database, server_urls  # noqa: E402
 
 DATABASE = "screening_cross_source"
 RESULTS = REPO / "bench" / "results"
+CACHE = REPO / "var" / "cross_source"
 DATA = REPO / "data"
 KINDS = ("cnn-sg", "cnn-sg-composition", "stacked", "svm-sg")
 MATERIALS = {
     "LiCoO2": {"element": "Co", "space_group": 166, "composition": {"Li": 1.0, "Co": 1.0, "O": 2.0}},
     "anatase TiO2": {"element": "Ti", "space_group": 141, "composition": {"Ti": 1.0, "O": 2.0}},
 }
+#: The other elements' FEFF ``fast`` spectra (``bench/cross_source_spectra.py --others``): with them
+#: each material is also classified with complete spectra, only the varied element's source changing.
+OTHERS = {"LiCoO2": ("feff_licoo2", ("Li", "O")), "anatase TiO2": ("feff_anatase", ("O",))}
+
+
+def other_spectra(material: str):
+    from mlcore.data import RawSpectrum
+
+    stem, elements = OTHERS[material]
+    found = []
+    for element in elements:
+        path = DATA / "reference" / f"{stem}_{element.lower()}_k_fast.json"
+        if not path.exists():
+            return None
+        record = json.loads(path.read_text())
+        found.append(RawSpectrum(element, np.asarray(record["energies_ev"]), np.asarray(record["mu"])))
+    return found
 
 
 def sources() -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
@@ -92,18 +112,45 @@ def setup_django(fresh: bool) -> None:
     call_command("load_bundled", verbosity=0, stdout=open(os.devnull, "w"))  # noqa: SIM115 - idempotent
 
 
-def one_material(material: str, energies, mu):
+def one_material(material: str, energies, mu, complete: bool = False):
     from materials.arrays import MaterialRecords
     from mlcore.data import RawSpectrum
 
     spec = MATERIALS[material]
+    spectra = [RawSpectrum(spec["element"], np.asarray(energies, float), np.asarray(mu, float))]
+    if complete:
+        spectra = sorted(spectra + other_spectra(material), key=lambda s: s.element)
     return MaterialRecords(
         material_ids=np.array([0]),
-        spectra=[[RawSpectrum(spec["element"], np.asarray(energies, float), np.asarray(mu, float))]],
+        spectra=[spectra],
         space_groups=np.array([spec["space_group"]]),
         compositions=[dict(spec["composition"])],
         labels=np.array([0]),
     )
+
+
+def cached_fit(seed: int, kind: str, records, prior):
+    """Fit ``kind`` on the split, or load the fit a previous run saved under ``var/cross_source``
+    (models are saved pickle-free: ``model.save`` and the preprocessor's JSON state), so that new
+    reference spectra can be scored without retraining."""
+    from mlcore.models import MODEL_KINDS
+    from mlcore.preprocess import SpectrumPreprocessor
+    from mlcore.training import FittedModel, fit_model
+
+    folder = CACHE / f"seed{seed}" / kind
+    if (folder / "model.zip").exists():
+        model = MODEL_KINDS[kind].load(folder / "model.zip")
+        state = folder / "preprocessor.json"
+        preprocessor = SpectrumPreprocessor.load(state) if state.exists() else None
+        return FittedModel(kind=kind, model=model, preprocessor=preprocessor, n_train=len(records.train.labels))
+    fitted = fit_model(
+        kind, records.train, records.validation, random_state=seed, prior=prior.model if kind == "stacked" else None
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    fitted.model.save(folder / "model.zip")
+    if fitted.preprocessor is not None:
+        fitted.preprocessor.save(folder / "preprocessor.json")
+    return fitted
 
 
 def evaluate_seed(seed: int, kinds: tuple[str, ...]) -> dict:
@@ -111,7 +158,7 @@ def evaluate_seed(seed: int, kinds: tuple[str, ...]) -> dict:
     from materials.training import catalogue_training_records, get_or_create_split, split_records
     from mlcore import evaluate
     from mlcore.decision import fit_decision_rule
-    from mlcore.training import fit_model
+    from mlcore.training import fit_model  # the prior; the models go through cached_fit
 
     dataset = get_or_create_split(f"bundled-element-balanced-v2-seed{seed}", seed=seed)
     records = split_records(dataset)
@@ -129,9 +176,7 @@ def evaluate_seed(seed: int, kinds: tuple[str, ...]) -> dict:
     out["same_compound_in_training"] = {name: bool(rows) for name, rows in in_training.items()}
     for kind in kinds:
         started = time.perf_counter()
-        fitted = fit_model(
-            kind, records.train, records.validation, random_state=seed, prior=prior.model if kind == "stacked" else None
-        )
+        fitted = cached_fit(seed, kind, records, prior)
         p_validation, p_test = fitted.predict_proba(records.validation), fitted.predict_proba(records.test)
         threshold = float(evaluate.choose_threshold(records.validation.labels, p_validation))
         rule = fit_decision_rule(records.validation.labels, p_validation, records.test.labels, p_test, threshold)
@@ -146,10 +191,13 @@ def evaluate_seed(seed: int, kinds: tuple[str, ...]) -> dict:
             evaluate.classification_report(records.test.labels, p_test, threshold)["roc_auc"]
         )
         cross = {}
-        for material, by_source in spectra.items():
+        inputs = [(material, False) for material in spectra]
+        inputs += [(material, True) for material in spectra if other_spectra(material) is not None]
+        for material, complete in inputs:
+            by_source = spectra[material]
             rows = {}
             for source, (energies, mu) in by_source.items():
-                single = one_material(material, energies, mu)
+                single = one_material(material, energies, mu, complete)
                 try:
                     raw = float(fitted.predict_proba(single)[0])
                 except ValueError as error:
@@ -167,7 +215,7 @@ def evaluate_seed(seed: int, kinds: tuple[str, ...]) -> dict:
                 }
             calibrated = [row["probability"] for row in rows.values() if "probability" in row]
             raw_values = [row["raw_probability"] for row in rows.values() if "raw_probability" in row]
-            cross[material] = {
+            cross[f"{material}, complete" if complete else material] = {
                 "sources": rows,
                 "max_abs_dp": float(np.ptp(calibrated)) if len(calibrated) > 1 else None,
                 "max_abs_dp_raw": float(np.ptp(raw_values)) if len(raw_values) > 1 else None,
