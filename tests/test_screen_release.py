@@ -235,3 +235,12 @@ def test_stage_two_on_a_real_worker_survives_a_kill_and_a_rerun_computes_nothing
     assert Spectrum.objects.count() == spectra and Job.objects.count() == job_count
     assert ScreeningBatch.objects.get(pk=batch.pk).status == Status.DONE
     assert batch.rows.get(material=material).stage == "spectral"
+
+
+@pytest.mark.django_db
+def test_resuming_an_amcsd_screening_that_never_ran_is_a_cli_error():
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="no AMCSD screening to resume"):
+        call_command("screen_amcsd", "--resume", stdout=StringIO())
+    assert not ScreeningBatch.objects.exists()
