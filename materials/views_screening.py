@@ -37,8 +37,7 @@ def screening_detail(request, pk: int):
         pk=pk,
     )
     rows = list(
-        ranked_rows(batch)
-        .exclude(probability=None)
+        ranked_rows(batch, ranked_only=True)
         .select_related("material")
         .only(
             "id",

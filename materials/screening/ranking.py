@@ -42,9 +42,17 @@ FIELDS = [
 ]
 
 
-def ranked_rows(batch: ScreeningBatch, *, stage: str | None = None, label: str | None = None, probability_min=None):
+def ranked_rows(
+    batch: ScreeningBatch,
+    *,
+    stage: str | None = None,
+    label: str | None = None,
+    probability_min=None,
+    ranked_only: bool = False,
+):
     """The batch's rows by the probability they are ranked by (highest first; rows
-    without one last), then id. ``label`` is "topological", "trivial" or "unlabelled"."""
+    without one last, or left out with ``ranked_only``, which the ``screening_row_rank``
+    index then serves), then id. ``label`` is "topological", "trivial" or "unlabelled"."""
     rows = ScreeningRow.objects.filter(batch=batch)
     if stage:
         rows = rows.filter(stage=stage)
@@ -52,6 +60,8 @@ def ranked_rows(batch: ScreeningBatch, *, stage: str | None = None, label: str |
         rows = rows.filter(material__label="" if label == "unlabelled" else label)
     if probability_min is not None:
         rows = rows.filter(probability__gte=probability_min)
+    if ranked_only:
+        return rows.exclude(probability=None).order_by("-probability", "id")
     return rows.order_by(F("probability").desc(nulls_last=True), "id")
 
 

@@ -57,7 +57,7 @@ def run_and_report(command, batch: ScreeningBatch, output: Path | None) -> Scree
             writer.writeheader()
             writer.writerows(rejected)
     command.stdout.write("  top candidates nobody has labelled:")
-    for row in ranked_rows(batch, label="unlabelled").exclude(probability=None).select_related("material")[:SHOWN]:
+    for row in ranked_rows(batch, label="unlabelled", ranked_only=True).select_related("material")[:SHOWN]:
         command.stdout.write(
             f"    P={row.probability:.3f} {row.material.reduced_formula:24s} SG {row.material.space_group_number:<3d} "
             f"{row.stage:8s} {row.reason}"
