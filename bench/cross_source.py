@@ -185,6 +185,7 @@ def evaluate_seed(seed: int, kinds: tuple[str, ...]) -> dict:
             for key in ("ece_test_before", "ece_test_after", "ece_validation_before", "ece_validation_after")
         }
         report["band"] = {"low": rule.band.low, "high": rule.band.high}
+        report["method"] = rule.calibrator.method
         report["band_validation"] = rule.report["band_validation"]
         report["band_test"] = rule.report["band_test"]
         report["roc_auc_test"] = float(
@@ -232,16 +233,65 @@ def evaluate_seed(seed: int, kinds: tuple[str, ...]) -> dict:
     return out
 
 
+def _fmt(value, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def summary(seeds: list[int]) -> str:
+    """Markdown tables (BENCHMARKS.md) from the stored per-seed results."""
+    results = [json.loads((RESULTS / f"cross_source_seed{seed}.json").read_text()) for seed in seeds]
+    kinds = list(results[0]["models"])
+    lines = [
+        "| model | seed | ECE test raw → calibrated | calibrator | band (low, high) | abstain (test) "
+        "| precision topological / trivial (test, decided) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind in kinds:
+        for result in results:
+            m = result["models"][kind]
+            band, test = m["band"], m["band_test"]
+            method = m.get("method") or ("platt" if m["ece_test_after"] != m["ece_test_before"] else "identity")
+            lines.append(
+                f"| {kind} | {result['seed']} | {_fmt(m['ece_test_before'])} → {_fmt(m['ece_test_after'])} | {method} "
+                f"| {_fmt(band['low'], 2)}, {_fmt(band['high'], 2)} | {test['abstention_rate']:.0%} "
+                f"({test['n'] - test['n_topological'] - test['n_trivial']}/{test['n']}) "
+                f"| {_fmt(test['precision_topological'], 2)} ({test['n_topological']}) / "
+                f"{_fmt(test['precision_trivial'], 2)} ({test['n_trivial']}) |"
+            )
+    lines += [
+        "",
+        "| model | seed | material (input) | calibrated P per source | max \\|ΔP\\| | decisions |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind in kinds:
+        for result in results:
+            for material, cross in result["models"][kind]["cross_source"].items():
+                rows = cross["sources"]
+                ps = ", ".join(f"{source} {_fmt(row.get('probability'))}" for source, row in rows.items())
+                decisions = ", ".join(
+                    f"{row.get('decision', 'error')}" + (f" ({'+'.join(row['reasons'])})" if row.get("reasons") else "")
+                    for row in rows.values()
+                )
+                lines.append(
+                    f"| {kind} | {result['seed']} | {material} | {ps} | {_fmt(cross['max_abs_dp'])} | {decisions} |"
+                )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0", help="e.g. 0-2 or 0,3")
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--fresh", action="store_true", help="recreate the scratch database first")
+    parser.add_argument("--summary", action="store_true", help="print the tables of stored results, run nothing")
     args = parser.parse_args(argv)
     seeds = []
     for part in args.seeds.split(","):
         low, _, high = part.partition("-")
         seeds += list(range(int(low), int(high or low) + 1))
+    if args.summary:
+        print(summary(seeds))
+        return 0
     setup_django(args.fresh)
     RESULTS.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
