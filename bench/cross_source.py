@@ -52,6 +52,8 @@ from scratch_db import recreate_database, server_urls  # noqa: E402
 DATABASE = "screening_cross_source"
 RESULTS = REPO / "bench" / "results"
 CACHE = REPO / "var" / "cross_source"
+#: "" for the default preprocessing; "v1" when run with --preprocessing-version 1 (the comparison).
+PREFIX = ""
 DATA = REPO / "data"
 KINDS = ("cnn-sg", "cnn-sg-composition", "stacked", "svm-sg")
 MATERIALS = {
@@ -137,7 +139,7 @@ def cached_fit(seed: int, kind: str, records, prior):
     from mlcore.preprocess import SpectrumPreprocessor
     from mlcore.training import FittedModel, fit_model
 
-    folder = CACHE / f"seed{seed}" / kind
+    folder = CACHE / PREFIX / f"seed{seed}" / kind if PREFIX else CACHE / f"seed{seed}" / kind
     if (folder / "model.zip").exists():
         model = MODEL_KINDS[kind].load(folder / "model.zip")
         state = folder / "preprocessor.json"
@@ -239,7 +241,8 @@ def _fmt(value, digits: int = 3) -> str:
 
 def summary(seeds: list[int]) -> str:
     """Markdown tables (BENCHMARKS.md) from the stored per-seed results."""
-    results = [json.loads((RESULTS / f"cross_source_seed{seed}.json").read_text()) for seed in seeds]
+    stem = f"cross_source_{PREFIX}_seed" if PREFIX else "cross_source_seed"
+    results = [json.loads((RESULTS / f"{stem}{seed}.json").read_text()) for seed in seeds]
     kinds = list(results[0]["models"])
     lines = [
         "| model | seed | ECE test raw → calibrated | calibrator | band (low, high) | abstain (test) "
@@ -258,6 +261,24 @@ def summary(seeds: list[int]) -> str:
                 f"| {_fmt(test['precision_topological'], 2)} ({test['n_topological']}) / "
                 f"{_fmt(test['precision_trivial'], 2)} ({test['n_trivial']}) |"
             )
+    seeds_text = ", ".join(str(r["seed"]) for r in results)
+    lines += [
+        "",
+        f"| model | input | max \\|ΔP\\| over sources, seeds {seeds_text} | calibrated P, all sources and seeds "
+        "| decisions, all sources and seeds |",
+        "|---|---|---|---|---|",
+    ]
+    for kind in kinds:
+        for material in results[0]["models"][kind]["cross_source"]:
+            crosses = [r["models"][kind]["cross_source"][material] for r in results]
+            ps = [row["probability"] for c in crosses for row in c["sources"].values() if "probability" in row]
+            counts: dict[str, int] = {}
+            for c in crosses:
+                for row in c["sources"].values():
+                    counts[row.get("decision", "error")] = counts.get(row.get("decision", "error"), 0) + 1
+            dps = " / ".join(_fmt(c["max_abs_dp"]) for c in crosses)
+            decided = ", ".join(f"{n} {key}" for key, n in sorted(counts.items()))
+            lines.append(f"| {kind} | {material} | {dps} | {_fmt(min(ps), 2)}–{_fmt(max(ps), 2)} | {decided} |")
     lines += [
         "",
         "| model | seed | material (input) | calibrated P per source | max \\|ΔP\\| | decisions |",
@@ -284,19 +305,40 @@ def main(argv=None) -> int:
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--fresh", action="store_true", help="recreate the scratch database first")
     parser.add_argument("--summary", action="store_true", help="print the tables of stored results, run nothing")
+    parser.add_argument(
+        "--preprocessing-version",
+        type=int,
+        default=2,
+        help="1: train and score with the old preprocessing (absolute energies, raw mu), for comparison",
+    )
     args = parser.parse_args(argv)
+    global PREFIX
+    if args.preprocessing_version != 2:
+        import functools
+
+        import mlcore.training
+        from mlcore.preprocess import SpectrumPreprocessor
+
+        PREFIX = f"v{args.preprocessing_version}"
+        # fit_model builds its preprocessor with SpectrumPreprocessor(): the same code at another version
+        mlcore.training.SpectrumPreprocessor = functools.partial(
+            SpectrumPreprocessor, version=args.preprocessing_version
+        )
     seeds = []
     for part in args.seeds.split(","):
         low, _, high = part.partition("-")
         seeds += list(range(int(low), int(high or low) + 1))
     if args.summary:
+        PREFIX = f"v{args.preprocessing_version}" if args.preprocessing_version != 2 else ""
         print(summary(seeds))
         return 0
     setup_django(args.fresh)
     RESULTS.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         result = evaluate_seed(seed, tuple(args.kinds.split(",")))
-        (RESULTS / f"cross_source_seed{seed}.json").write_text(json.dumps(result, indent=1) + "\n")
+        name = f"cross_source_{PREFIX}_seed{seed}.json" if PREFIX else f"cross_source_seed{seed}.json"
+        result["preprocessing_version"] = args.preprocessing_version
+        (RESULTS / name).write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 

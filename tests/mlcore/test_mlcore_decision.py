@@ -16,6 +16,7 @@ from mlcore.decision import (
     decide,
     fit_decision_rule,
     missing_spectra_reason,
+    wilson_lower,
 )
 from mlcore.preprocess import SpectrumPreprocessor
 
@@ -92,12 +93,21 @@ def test_the_band_keeps_both_decided_classes_at_the_target_precision_on_validati
 
 
 def test_a_class_that_never_reaches_the_target_is_never_decided():
-    y = np.array([0, 1, 0, 1, 0, 1, 0, 0])
-    p = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])  # the top one is trivial
+    p = np.linspace(0.01, 0.99, 50)
+    y = np.array([0] * 30 + [1, 0] * 10)  # the top one is trivial; the lowest 30 all trivial
     band = choose_band(y, p, target_precision=0.9)
     assert band.high == NEVER_HIGH
-    assert band.low == pytest.approx(0.1)  # only the lowest is surely trivial
+    assert band.low >= p[29] and band.validation["precision_trivial"] >= 0.9
     assert choose_band(np.array([1, 1]), np.array([0.1, 0.2])).low == NEVER_LOW
+
+
+def test_a_few_lucky_validation_materials_do_not_open_a_class():
+    """Precision is taken at the lower end of its Wilson interval (z = 1)."""
+    assert wilson_lower(20, 20) == pytest.approx(0.952, abs=1e-3)
+    assert wilson_lower(9, 10) == pytest.approx(0.766, abs=1e-3)
+    y, p = np.array([0, 0, 0, 1, 1, 1]), np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])  # perfect, but only 3 each
+    band = choose_band(y, p)
+    assert band.high == NEVER_HIGH and band.low == NEVER_LOW
 
 
 def test_decide_abstains_for_any_reason_and_keeps_the_probability():
