@@ -32,6 +32,8 @@ def demo(eager_tasks, settings, tmp_path):
         "demo",
         "--data-dir",
         str(data),
+        "--epochs",
+        "1",
         "--feff-budget",
         "0",
         "--url",
