@@ -309,13 +309,15 @@ def explain_material(material: Material, version: ModelVersion | None, spectra: 
     if version is None:
         explanation.note = "No production model yet, so there is no explanation to show."
         return explanation
-    if version.kind in SPECTRAL_KINDS and not material.has_spectra:
+    partial = version.kind in SPECTRAL_KINDS and not material.has_spectra
+    if partial:
         missing = sorted(set(material.elements) - {s.element for s in spectra})
         explanation.note = (
             f"The production model needs a K-edge spectrum of every element; "
             f"{', '.join(missing) or 'some'} {'is' if len(missing) == 1 else 'are'} missing."
         )
-        return explanation
+        if not spectra:
+            return explanation
     try:
         from materials.arrays import load_records
         from materials.inference import classify_material, load_bundle
@@ -340,7 +342,11 @@ def explain_material(material: Material, version: ModelVersion | None, spectra: 
     explanation.missing_elements = classification.missing_elements
     explanation.trust = classification.trust
     explanation.off_scale = list(classification.off_scale.values())
-    if version.kind not in SPECTRAL_KINDS:
+    if partial:
+        explanation.note += (
+            f" Answered from the {', '.join(classification.elements)} spectra by {classification.answered_by}."
+        )
+    elif version.kind not in SPECTRAL_KINDS:
         explanation.note = (
             f"The production model ({version.get_kind_display()}) uses composition and space group only, "
             "so no element's spectrum changes its decision."

@@ -300,3 +300,37 @@ def test_stored_predictions_are_listed_with_the_calibrated_probability_and_decis
         assert row["decision"] == rule.band.decide(row["calibrated_probability"])
     finally:
         Prediction.objects.filter(material=material, model_version=version).delete()
+
+
+def test_the_material_page_answers_from_partial_spectra_and_says_so(trained_world, db):
+    """A material with one element's spectrum of three: the page still answers, names the
+    spectra it answered from, and abstains for the missing ones (SVM-sg has no prior)."""
+    from django.test import Client
+    from django.urls import reverse
+
+    from materials.models import Material
+
+    spectrum, original = training_spectrum()
+    others = [e for e in ("Li", "Na", "K") if e != spectrum.element][:2]
+    elements = sorted([spectrum.element, *others])
+    partial = Material.objects.create(
+        formula=f"{spectrum.element}{''.join(others)}",
+        reduced_formula=f"{spectrum.element}{''.join(others)}",
+        elements=elements,
+        space_group_number=225,
+        source=Material.Source.USER,
+    )
+    Spectrum.objects.create(
+        material=partial,
+        element=spectrum.element,
+        energies_ev=spectrum.energies_ev,
+        mu=spectrum.mu,
+        source=spectrum.source,
+    )
+    try:
+        body = Client().get(reverse("materials:material-detail", args=[partial.pk])).content.decode()
+        assert "needs a K-edge spectrum of every element" in body
+        assert f"Answered from the {spectrum.element} spectra by production model" in body
+        assert 'class="badge abstain"' in body and "<code>missing_spectra</code>" in body
+    finally:
+        partial.delete()
