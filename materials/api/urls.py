@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.routers import APIRootView, DefaultRouter
 
 from materials.api import screenings, views
+from materials.api.classify import ClassifyView
 from materials.api.throttles import DEFAULT_THROTTLES
 
 
@@ -33,7 +34,7 @@ router.register("screenings", screenings.ScreeningViewSet, basename="screening")
 router.register("jobs", views.JobViewSet, basename="job")
 
 urlpatterns = [
-    path("classify/", views.ClassifyView.as_view(), name="classify"),
+    path("classify/", ClassifyView.as_view(), name="classify"),
     path("auth/token/", views.TokenView.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(throttle_classes=DEFAULT_THROTTLES), name="schema"),
     path(

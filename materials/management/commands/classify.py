@@ -56,7 +56,7 @@ class Command(BaseCommand):
     def handle(self, *args, files, element, formula, space_group, structure, sort_energies, as_json: bool, **options):
         from rest_framework.exceptions import ValidationError
 
-        from materials.api.serializers import ClassifyRequestSerializer
+        from materials.api.classify_serializers import ClassifyRequestSerializer
 
         try:
             payload = self.payload(files, element, formula, space_group, structure, sort_energies)
@@ -132,7 +132,7 @@ class Command(BaseCommand):
         if structure is not None:
             from django.core.files.uploadedfile import SimpleUploadedFile
 
-            from materials.api.views import structure_from_file
+            from materials.api.classify import structure_from_file
 
             try:
                 payload["structure"] = structure_from_file(SimpleUploadedFile(structure.name, raw[structure]))
@@ -144,7 +144,7 @@ class Command(BaseCommand):
         """The API's answer (``ClassifyView.answer``), its errors as command errors."""
         from rest_framework.exceptions import APIException, ValidationError
 
-        from materials.api.views import ClassifyView
+        from materials.api.classify import ClassifyView
         from materials.models import ModelVersion
 
         version = ModelVersion.objects.production()
