@@ -30,7 +30,7 @@ def decision_rule_for(bundle, threshold: float) -> DecisionRule:
 def decision_metrics(rule: DecisionRule, preprocessor) -> dict:
     """What a training stores in ``ModelVersion.metrics`` about calibration, the band and the
     preprocessing (its version and normalisation rule: provenance of the inputs)."""
-    preprocessing = {"version": 1}
+    preprocessing = {}  # a model that reads no spectra has no spectrum preprocessing
     if preprocessor is not None:
         state = preprocessor.to_dict()
         preprocessing = {key: state[key] for key in ("version", "normalisation", "n_points") if key in state}
