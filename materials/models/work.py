@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 
@@ -88,3 +88,17 @@ class Job(TrackedWork):
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.pk} ({self.status})"
+
+    @classmethod
+    def count_classified_chunk(cls, job_id: int, predicted: int) -> None:
+        """Count one chunk of a ``classify`` job (``predicted`` new predictions) under a row
+        lock, so chunks finishing at once on several workers all count; the last one closes the job."""
+        with transaction.atomic():
+            job = cls.objects.select_for_update().get(pk=job_id)
+            job.result["chunks_done"] = job.result.get("chunks_done", 0) + 1
+            job.result["predicted"] = job.result.get("predicted", 0) + predicted
+            done, total = job.result["chunks_done"], job.result["chunks"]
+            job.save(update_fields=["result"])
+            job.report_progress(done / total, f"{done}/{total} chunks, {job.result['predicted']} predictions")
+            if done >= total and job.status == Status.RUNNING:
+                job.mark_done()

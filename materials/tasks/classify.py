@@ -1,8 +1,7 @@
 from celery import group, shared_task
-from django.db import transaction
 
 from materials.inference import chunked, classify_ids, unpredicted_ids
-from materials.models import Job, ModelVersion, Status
+from materials.models import Job, ModelVersion
 from materials.tasks.base import run_tracked
 
 
@@ -28,15 +27,7 @@ def classify_chunk(job_id: int, model_version_id: int, material_ids: list[int]) 
     except Exception as error:
         Job.objects.get(pk=job_id).mark_failed(f"{type(error).__name__}: {error}")
         raise
-    with transaction.atomic():
-        job = Job.objects.select_for_update().get(pk=job_id)
-        job.result["chunks_done"] = job.result.get("chunks_done", 0) + 1
-        job.result["predicted"] = job.result.get("predicted", 0) + written
-        done, total = job.result["chunks_done"], job.result["chunks"]
-        job.save(update_fields=["result"])
-        job.report_progress(done / total, f"{done}/{total} chunks, {job.result['predicted']} predictions")
-        if done >= total and job.status == Status.RUNNING:
-            job.mark_done()
+    Job.count_classified_chunk(job_id, written)
 
 
 @shared_task(name="materials.promote_model", time_limit=600)
