@@ -19,6 +19,7 @@ import numpy as np
 
 from mlcore.data import RawSpectrum
 from mlcore.decision import Decision, DecisionRule, Reason, decide, missing_spectra_reason
+from mlcore.envelope import MIN_DECIDED_COVERAGE, window_coverage
 from mlcore.models import MODEL_KINDS
 
 
@@ -74,6 +75,17 @@ def check_inputs(kind: str, preprocessor, spectra: Sequence[RawSpectrum], formul
         off = preprocessor.off_distribution(known) if preprocessor.aligned else preprocessor.off_scale(known)
         for _element, text in sorted(off.items()):
             reasons.append(Reason("off_distribution", text))
+        for spectrum in known:
+            coverage = window_coverage(preprocessor, spectrum)
+            if coverage < MIN_DECIDED_COVERAGE:
+                start, end = preprocessor.window_ev(spectrum.element)
+                window = f"E0{start:+.1f} to E0{end:+.1f}" if preprocessor.aligned else f"{start:.1f}-{end:.1f}"
+                text = (
+                    f"{spectrum.element} spectrum covers {coverage:.0%} of the model's window ({window} eV); the "
+                    f"rest would be its last value repeated, unlike any training spectrum (at least "
+                    f"{MIN_DECIDED_COVERAGE:.0%} needed for an answer)"
+                )
+                reasons.append(Reason("off_distribution", text))
         # Only a prior stands in for missing spectra. CNN-sg + composition reads element
         # fractions but was trained on complete spectra only: given LiCoO2's Co K edge alone
         # it answered topological at calibrated P 0.80 (bench/cross_source.py, seed 0).

@@ -334,3 +334,24 @@ def test_the_material_page_answers_from_partial_spectra_and_says_so(trained_worl
         assert 'class="badge abstain"' in body and "<code>missing_spectra</code>" in body
     finally:
         partial.delete()
+
+
+def test_a_spectrum_covering_half_the_models_window_abstains(client):
+    """A measured table that stops 22 eV above its edge: normalisable, but half of the model's
+    window would be its last value repeated; no answer is given on that."""
+    from mlcore.spectrum import find_e0
+
+    spectrum, material = training_spectrum()
+    energies, mu = spectrum.energies_ev.astype(float), spectrum.mu.astype(float)
+    keep = energies <= find_e0(energies, mu) + 22.0
+    body = {
+        "spectra": {spectrum.element: {"energies_ev": energies[keep].tolist(), "mu": mu[keep].tolist()}},
+        "formula": spectrum.element,
+        "space_group": 225,
+    }
+    answer = post_json(client, body)
+    texts = [reason["text"] for reason in answer["reasons"] if reason["code"] == "off_distribution"]
+    assert answer["decision"] == "abstain" and any("of the model's window" in text for text in texts)
+    whole = {"energies_ev": energies.tolist(), "mu": mu.tolist()}
+    full = post_json(client, {**body, "spectra": {spectrum.element: whole}})
+    assert not any("of the model's window" in reason["text"] for reason in full["reasons"])
