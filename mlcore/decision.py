@@ -14,8 +14,9 @@ abstains. When no threshold reaches the target for a class, that class is never 
 Reason codes are stable strings that APIs and pages can rely on:
 
 ``unseen_element``   a spectrum of an element the model never saw in training
-``off_distribution`` a spectrum that, aligned and normalised, lies outside the training spectra
-                     (version-1 models: its edge is off the training energy scale)
+``off_distribution`` a spectrum that, aligned and normalised, lies outside the training spectra, or
+                     covers under 70 % of the model's window (version-1 models: also an edge off
+                     the training energy scale)
 ``missing_spectra``  half or more of the formula's elements have no spectrum, and the model cannot
                      stand in for them (only a composition + symmetry prior can: see materials.decisions)
 ``uncertain``        the calibrated probability lies inside the abstain band
