@@ -295,10 +295,11 @@ class ReasonSerializer(serializers.Serializer):
     code = serializers.ChoiceField(
         choices=list(REASON_CODES),
         help_text="unseen_element: a spectrum of an element the model never saw in training; off_distribution: a "
-        "spectrum that, aligned and normalised, lies outside the training spectra (models stored before "
-        "preprocessing version 2: an edge off the training energy scale); missing_spectra: most of the formula's "
-        "elements lack a spectrum and the model cannot use the composition; uncertain: the calibrated probability "
-        "lies inside the abstain band chosen on validation.",
+        "spectrum that, aligned and normalised, lies outside the training spectra, or covers under 70 % of the "
+        "model's window (models stored before preprocessing version 2: also an edge off the training energy "
+        "scale); missing_spectra: half or more of the formula's elements lack a spectrum and the model has no "
+        "composition prior to stand in for them; uncertain: the calibrated probability lies inside the abstain "
+        "band chosen on validation.",
     )
     text = serializers.CharField(help_text="The reason in words, with the numbers behind it.")
 
