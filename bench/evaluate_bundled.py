@@ -40,11 +40,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +69,6 @@ TUNING_SCHEDULES = (
     {"epochs": 60, "batch_size": 64, "patience": 10},
     {"epochs": 30, "batch_size": 256, "patience": 5},
 )
-LIBRARIES = ("numpy", "scipy", "scikit-learn", "tensorflow-cpu", "keras", "pymatgen", "Django")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -318,13 +315,9 @@ def provenance() -> dict:
         )
     except (OSError, subprocess.SubprocessError):
         commit, dirty = "", None
-    versions = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return {"commit": commit, "uncommitted_changes": dirty, "library_versions": versions}
+    from materials.training import library_versions  # what every ModelVersion records
+
+    return {"commit": commit, "uncommitted_changes": dirty, "library_versions": library_versions()}
 
 
 def main(argv=None) -> int:
