@@ -93,39 +93,84 @@ def k_edge_region_ev(element: str) -> tuple[float, float]:
     )
 
 
+class SpectrumError(ValueError):
+    """A spectrum that cannot be read, naming what is wrong.
+
+    ``str(error)`` is ``"<element> spectrum: <problem>"``; ``problem`` alone is the text an
+    input form shows under ``field`` (``"energies_ev"``, ``"mu"``, or ``None`` for the
+    spectrum as a whole); ``code`` says which check failed (``element``, ``shape``,
+    ``too_few_points``, ``not_finite``, ``unsorted``, ``duplicate``, ``outside_k_edge``).
+    """
+
+    def __init__(self, element: str, problem: str, field: str | None = None, code: str = "") -> None:
+        super().__init__(f"{element} spectrum: {problem}")
+        self.element, self.problem, self.field, self.code = element, problem, field, code
+
+
 def validate_spectrum(element: str, energies_ev: np.ndarray, mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Check one raw spectrum and return it as float64 arrays.
+    """Check one raw spectrum and return it as float64 arrays: the one rule of what a valid
+    spectrum is, for every source (a model's inputs, an upload, a Materials Project document).
 
     Raises
     ------
-    ValueError
-        Naming the problem: unknown element, shape mismatch, fewer than 10 points,
-        NaN/inf values, unsorted or duplicate energies, energies outside the element's
-        K-edge region.
+    SpectrumError
+        A ``ValueError`` naming the problem and the field at fault: an unknown element,
+        mismatched lengths, fewer than ``MIN_POINTS`` points, NaN/inf values (with the index
+        of the first), unsorted or duplicate energies (with the energy and index), energies
+        outside the element's K-edge region.
     """
-    check_absorbing_element(element)
+    try:
+        check_absorbing_element(element)
+    except ValueError as error:
+        raise SpectrumError(element, str(error), code="element") from None
     energies_ev = np.asarray(energies_ev, dtype=np.float64)
     mu = np.asarray(mu, dtype=np.float64)
     if energies_ev.ndim != 1 or mu.ndim != 1:
-        raise ValueError(f"{element} spectrum: energies_ev and mu must be 1-D arrays")
+        raise SpectrumError(element, "energies_ev and mu must be 1-D arrays", code="shape")
     if energies_ev.shape != mu.shape:
-        raise ValueError(f"{element} spectrum: {energies_ev.size} energies but {mu.size} mu values")
+        raise SpectrumError(
+            element,
+            f"{mu.size} mu values but {energies_ev.size} energies; give one mu value per energy",
+            "mu",
+            "shape",
+        )
     if energies_ev.size < MIN_POINTS:
-        raise ValueError(f"{element} spectrum has {energies_ev.size} points, fewer than {MIN_POINTS}")
-    if not np.all(np.isfinite(energies_ev)):
-        raise ValueError(f"{element} spectrum: energies_ev contains NaN or infinite values")
-    if not np.all(np.isfinite(mu)):
-        raise ValueError(f"{element} spectrum: mu contains NaN or infinite values")
+        raise SpectrumError(
+            element, f"{energies_ev.size} points; at least {MIN_POINTS} are needed", "energies_ev", "too_few_points"
+        )
+    for name, values in (("energies_ev", energies_ev), ("mu", mu)):
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            index = int(bad[0])
+            kind = "NaN" if np.isnan(values[index]) else "infinite"
+            raise SpectrumError(
+                element,
+                f"{name}[{index}] is {kind} ({bad.size} non-finite value(s) in all); every value must be a finite "
+                "number",
+                name,
+                "not_finite",
+            )
     steps = np.diff(energies_ev)
-    if np.any(steps == 0):
-        raise ValueError(f"{element} spectrum has duplicate energies (e.g. {energies_ev[1:][steps == 0][0]} eV)")
-    if np.any(steps < 0):
-        raise ValueError(f"{element} spectrum: energies are not sorted in increasing order")
+    bad = np.flatnonzero(steps <= 0)
+    if bad.size:
+        index = int(bad[0]) + 1
+        repeats = steps[bad[0]] == 0
+        what = "duplicate energies" if repeats else "energies are not sorted in increasing order"
+        raise SpectrumError(
+            element,
+            f"{what}: energies must be strictly increasing; energy {energies_ev[index]:.6g} eV at index {index} "
+            f"{'repeats' if repeats else 'decreases'}",
+            "energies_ev",
+            "duplicate" if repeats else "unsorted",
+        )
     low_ev, high_ev = k_edge_region_ev(element)
     if energies_ev[-1] < low_ev or energies_ev[0] > high_ev:
-        raise ValueError(
-            f"{element} spectrum: energies {energies_ev[0]:.1f}-{energies_ev[-1]:.1f} eV are outside the element's "
-            f"K-edge region {low_ev:.1f}-{high_ev:.1f} eV"
+        raise SpectrumError(
+            element,
+            f"energies {energies_ev[0]:.1f}-{energies_ev[-1]:.1f} eV are outside the {element} K-edge region "
+            f"{low_ev:.1f}-{high_ev:.1f} eV",
+            "energies_ev",
+            "outside_k_edge",
         )
     return energies_ev, mu
 

@@ -16,14 +16,14 @@ def _copy(spectrum: RawSpectrum, **changes) -> RawSpectrum:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda s: _copy(s, mu=np.where(np.arange(s.mu.size) == 5, np.nan, s.mu)), "mu contains NaN"),
-        (lambda s: _copy(s, energies_ev=np.where(np.arange(100) == 7, np.inf, s.energies_ev)), "NaN or infinite"),
+        (lambda s: _copy(s, mu=np.where(np.arange(s.mu.size) == 5, np.nan, s.mu)), r"mu\[5\] is NaN"),
+        (lambda s: _copy(s, energies_ev=np.where(np.arange(100) == 7, np.inf, s.energies_ev)), r"\[7\] is infinite"),
         (lambda s: _copy(s, energies_ev=s.energies_ev[::-1].copy()), "not sorted"),
         (lambda s: _copy(s, energies_ev=np.repeat(s.energies_ev[::2], 2)), "duplicate energies"),
-        (lambda s: _copy(s, energies_ev=s.energies_ev[:9], mu=s.mu[:9]), "fewer than 10"),
+        (lambda s: _copy(s, energies_ev=s.energies_ev[:9], mu=s.mu[:9]), "at least 10 are needed"),
         (lambda s: _copy(s, element="Nh"), "unknown element"),
         (lambda s: _copy(s, element="H"), "unknown absorbing element"),
-        (lambda s: _copy(s, energies_ev=s.energies_ev / 1000.0), "outside the element's K-edge region"),
+        (lambda s: _copy(s, energies_ev=s.energies_ev / 1000.0), "outside the Ti K-edge region"),
         (lambda s: _copy(s, mu=s.mu[:50]), "50 mu values"),
     ],
 )

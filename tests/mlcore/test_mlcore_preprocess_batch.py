@@ -170,7 +170,7 @@ def test_bad_spectra_raise_transforms_error(raw_materials, problem, version):
 def test_too_few_points_and_non_absorbing_element(raw_materials):
     preprocessor = SpectrumPreprocessor().fit(raw_materials)
     short = [[RawSpectrum("Ti", s.energies_ev[:9], s.mu[:9]) for s in raw_materials[0] if s.element == "Ti"]]
-    with pytest.raises(ValueError, match="material 0: Ti spectrum has 9 points, fewer than 10"):
+    with pytest.raises(ValueError, match="material 0: Ti spectrum: 9 points; at least 10 are needed"):
         preprocessor.transform_arrays(*as_arrays(short), [1])
     hydrogen = raw_materials[0][0]
     with pytest.raises(ValueError, match="material 0: .*absorbing element 'H'") as error:
@@ -190,7 +190,7 @@ def test_two_spectra_of_one_element_and_mismatched_blocks(raw_materials):
         preprocessor.transform_arrays([0, 0], [element_index("Ti")] * 2, twice, np.stack([ti.mu, ti.mu]), [1])
     with pytest.raises(ValueError, match="one row per spectrum"):
         preprocessor.transform_arrays([0], [element_index("Ti")], twice, twice, [1])
-    with pytest.raises(ValueError, match="material 0: Ti spectrum: 100 energies but 50 mu values"):
+    with pytest.raises(ValueError, match="material 0: Ti spectrum: 50 mu values but 100 energies"):
         preprocessor.transform_arrays([0], [element_index("Ti")], ti.energies_ev[None], ti.mu[None, :50], [1])
 
 
