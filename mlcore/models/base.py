@@ -59,6 +59,17 @@ def check_labels(
     return labels.astype(np.int64), weights
 
 
+def check_validation(validation_data: ValidationData) -> tuple[MaterialSpectra, np.ndarray, np.ndarray]:
+    """``(X_val, y_val, w_val)`` from ``(X_val, y_val)`` or ``(X_val, y_val, w_val)``, checked.
+
+    A validation set may hold one class; weights are ones when not given.
+    """
+    X_val = check_dataset(validation_data[0])
+    w_val = validation_data[2] if len(validation_data) > 2 else None
+    y_val, w_val = check_labels(X_val, validation_data[1], w_val, require_both_classes=False)
+    return X_val, y_val, w_val
+
+
 def balanced_class_weights(y: np.ndarray, sample_weight: np.ndarray) -> np.ndarray:
     """Rescale ``sample_weight`` so that both classes carry the same total weight.
 
@@ -90,9 +101,14 @@ def spectra_elements(X: MaterialSpectra) -> np.ndarray:
 class SpectraClassifier(BaseEstimator, ABC):
     """Base class: ``predict_proba`` returns P(topological) as a 1-D array.
 
-    Subclasses implement ``fit``, ``predict_proba``, ``_get_state`` (JSON-serializable
-    dict and dict of arrays) and ``_set_state``.
+    ``fit`` checks the inputs and hands them to the subclass's ``_fit``; subclasses
+    implement ``_fit``, ``predict_proba``, ``_get_state`` (JSON-serializable dict and
+    dict of arrays) and ``_set_state``. Hyperparameters are ``__init__`` arguments,
+    learned state ends in ``_``.
     """
+
+    #: An attribute that only a fitted model has (see :meth:`_check_fitted`).
+    _fitted_attribute = "elements_"
 
     def predict(self, X: MaterialSpectra, threshold: float = 0.5) -> np.ndarray:
         """Class labels (1 = topological) at probability ``threshold``."""
@@ -129,9 +145,48 @@ class SpectraClassifier(BaseEstimator, ABC):
         model._set_state(manifest["state"], arrays)
         return model
 
+    def fit(
+        self,
+        X: MaterialSpectra,
+        y: np.ndarray,
+        sample_weight: np.ndarray | None = None,
+        validation_data: ValidationData | None = None,
+        progress_callback: ProgressCallback | None = None,
+    ) -> SpectraClassifier:
+        """Learn from materials ``X`` with labels ``y``; returns self.
+
+        Parameters
+        ----------
+        X : MaterialSpectra
+            Preprocessed training materials (augmented copies included).
+        y : numpy.ndarray
+            (N,) labels, 1 = topological, 0 = trivial; both classes must be present.
+        sample_weight : numpy.ndarray, optional
+            (N,) misclassification weights, e.g. :func:`mlcore.weights.sample_weights`.
+        validation_data : (X_val, y_val) or (X_val, y_val, w_val), optional
+            Held-out materials; what a model does with them is in its ``_fit``.
+        progress_callback : callable, optional
+            Called as ``progress_callback(step, total_steps, logs)``.
+        """
+        X = check_dataset(X)
+        y, sample_weight = check_labels(X, y, sample_weight)
+        self._fit(X, y, sample_weight, validation_data, progress_callback)
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, self._fitted_attribute):
+            raise ValueError(f"{type(self).__name__} is not fitted; call fit() first")
+
     @abstractmethod
-    def fit(self, X: MaterialSpectra, y: np.ndarray, sample_weight: np.ndarray | None = None, **kwargs: Any):
-        """Learn from materials ``X`` with labels ``y`` (1 = topological); returns self."""
+    def _fit(
+        self,
+        X: MaterialSpectra,
+        y: np.ndarray,
+        sample_weight: np.ndarray,
+        validation_data: ValidationData | None,
+        progress_callback: ProgressCallback | None,
+    ) -> None:
+        """Learn from checked inputs: ``y`` as int64 0/1, ``sample_weight`` as float64 (ones when not given)."""
 
     @abstractmethod
     def predict_proba(self, X: MaterialSpectra) -> np.ndarray:

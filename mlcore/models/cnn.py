@@ -14,14 +14,13 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from mlcore.data import MaterialSpectra  # noqa: E402
-from mlcore.elements import ELEMENTS, N_ELEMENTS, element_indices  # noqa: E402
+from mlcore.elements import N_ELEMENTS, element_indices  # noqa: E402
 from mlcore.models.base import (  # noqa: E402
     ProgressCallback,
     SpectraClassifier,
-    ValidationData,
     channel_lookup,
     check_dataset,
-    check_labels,
+    check_validation,
     spectra_elements,
 )
 from mlcore.models.cnn_architecture import CNNArchitecture, build_dense_cnn, build_sparse_cnn  # noqa: E402
@@ -101,6 +100,8 @@ class SpectraCNNClassifier(SpectraClassifier):
         The fitted network.
     """
 
+    _fitted_attribute = "model_"
+
     def __init__(
         self,
         use_symmetry: bool = True,
@@ -148,31 +149,9 @@ class SpectraCNNClassifier(SpectraClassifier):
         self.random_state = random_state
 
     # ----------------------------------------------------------------- training
-    def fit(
-        self,
-        X: MaterialSpectra,
-        y: np.ndarray,
-        sample_weight: np.ndarray | None = None,
-        validation_data: ValidationData | None = None,
-        progress_callback: ProgressCallback | None = None,
-    ) -> SpectraCNNClassifier:
-        """Train with weighted binary cross-entropy and Adam.
-
-        Parameters
-        ----------
-        X : MaterialSpectra
-            Preprocessed training materials (augmented copies included).
-        y : numpy.ndarray
-            (N,) labels, 1 = topological, 0 = trivial.
-        sample_weight : numpy.ndarray, optional
-            (N,) misclassification weights, e.g. :func:`mlcore.weights.sample_weights`.
-        validation_data : (X_val, y_val) or (X_val, y_val, w_val), optional
-            Enables early stopping on validation loss.
-        progress_callback : callable, optional
-            Called as ``progress_callback(epoch, total_epochs, logs)`` after each epoch.
-        """
-        X = check_dataset(X)
-        y, sample_weight = check_labels(X, y, sample_weight)
+    def _fit(self, X, y, sample_weight, validation_data, progress_callback) -> None:
+        """Train with weighted binary cross-entropy and Adam; ``validation_data`` enables early
+        stopping on validation loss; ``progress_callback(epoch, total_epochs, logs)`` after each epoch."""
         self._check_hyperparameters(X.n_points)
         if self.prior is not None and not hasattr(self.prior, "decision_function"):
             raise ValueError("prior must be a fitted composition + symmetry model with decision_function()")
@@ -191,7 +170,7 @@ class SpectraCNNClassifier(SpectraClassifier):
         callbacks: list[keras.callbacks.Callback] = []
         validation = None
         if validation_data is not None:
-            X_val, y_val, w_val = self._unpack_validation(validation_data)
+            X_val, y_val, w_val = check_validation(validation_data)
             validation = self._dataset(X_val, y_val, w_val, batch_size=self.predict_batch_size)
             callbacks.append(
                 keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience, restore_best_weights=True)
@@ -211,7 +190,6 @@ class SpectraCNNClassifier(SpectraClassifier):
             int(np.argmin([row["val_loss"] for row in self.history_])) + 1 if validation is not None else n_epochs
         )
         self._reset_functions()
-        return self
 
     # ---------------------------------------------------------------- inference
     def predict_proba(self, X: MaterialSpectra) -> np.ndarray:
@@ -270,17 +248,6 @@ class SpectraCNNClassifier(SpectraClassifier):
         if self.use_composition and np.any(X.composition.sum(axis=1) <= 0):
             missing = int(np.sum(X.composition.sum(axis=1) <= 0))
             raise ValueError(f"composition is missing for {missing} materials; use_composition=True needs it")
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
-            raise ValueError(f"{type(self).__name__} is not fitted; call fit() first")
-
-    @staticmethod
-    def _unpack_validation(validation_data: ValidationData) -> tuple[MaterialSpectra, np.ndarray, np.ndarray]:
-        X_val = check_dataset(validation_data[0])
-        w_val = validation_data[2] if len(validation_data) > 2 else None
-        y_val, w_val = check_labels(X_val, validation_data[1], w_val, require_both_classes=False)
-        return X_val, y_val, w_val
 
     def _dataset(
         self,
@@ -394,7 +361,7 @@ class SpectraCNNClassifier(SpectraClassifier):
     def _get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         self._check_fitted()
         state = {
-            "elements": [ELEMENTS[i] for i in self.elements_],
+            "elements": self.element_symbols_,
             "spectrum_length": int(self.spectrum_length_),
             "history": self.history_,
             "best_epoch": int(self.best_epoch_),

@@ -8,13 +8,7 @@ from sklearn.cluster import KMeans
 
 from mlcore.data import MaterialSpectra
 from mlcore.elements import ELEMENTS, element_indices
-from mlcore.models.base import (
-    ProgressCallback,
-    SpectraClassifier,
-    ValidationData,
-    check_dataset,
-    check_labels,
-)
+from mlcore.models.base import SpectraClassifier, check_dataset
 
 N_CLUSTERS = 2
 
@@ -63,17 +57,8 @@ class KMeansPCAClassifier(SpectraClassifier):
         self.n_init = n_init
         self.random_state = random_state
 
-    def fit(
-        self,
-        X: MaterialSpectra,
-        y: np.ndarray,
-        sample_weight: np.ndarray | None = None,
-        validation_data: ValidationData | None = None,
-        progress_callback: ProgressCallback | None = None,
-    ) -> KMeansPCAClassifier:
+    def _fit(self, X, y, sample_weight, validation_data, progress_callback) -> None:
         """Fit one clustering per element. ``sample_weight`` and ``validation_data`` are unused."""
-        X = check_dataset(X)
-        y, _ = check_labels(X, y, sample_weight)
         spectrum_labels = y[X.material_index]
         class_sizes = np.bincount(y, minlength=2).astype(np.float64)
         elements, means, components, centroids, cluster_class = [], [], [], [], []
@@ -111,12 +96,10 @@ class KMeansPCAClassifier(SpectraClassifier):
         self.centroids_ = np.stack(centroids)
         self.cluster_class_ = np.stack(cluster_class).astype(np.int64)
         self.prior_ = float(y.mean())
-        return self
 
     def spectrum_votes(self, X: MaterialSpectra) -> tuple[np.ndarray, np.ndarray]:
         """Class vote (0/1) of each spectrum whose element has a clustering, and the mask of such spectra."""
-        if not hasattr(self, "elements_"):
-            raise ValueError("KMeansPCAClassifier is not fitted; call fit() first")
+        self._check_fitted()
         X = check_dataset(X)
         position = np.full(len(ELEMENTS), -1)
         position[self.elements_] = np.arange(self.elements_.size)
@@ -138,7 +121,7 @@ class KMeansPCAClassifier(SpectraClassifier):
         return np.where(n_votes > 0, topological_votes / np.maximum(n_votes, 1), self.prior_)
 
     def _get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
-        state = {"elements": [ELEMENTS[i] for i in self.elements_], "prior": self.prior_}
+        state = {"elements": self.element_symbols_, "prior": self.prior_}
         arrays = {
             "means": self.means_,
             "components": self.components_,

@@ -7,14 +7,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import SVC
 
 from mlcore.data import MaterialSpectra
-from mlcore.elements import ELEMENTS, element_indices
+from mlcore.elements import element_indices
 from mlcore.models.base import (
-    ProgressCallback,
     SpectraClassifier,
-    ValidationData,
     balanced_class_weights,
     check_dataset,
-    check_labels,
+    check_validation,
     spectra_elements,
 )
 from mlcore.models.features import spectra_and_symmetry
@@ -52,6 +50,8 @@ class SVMClassifier(SpectraClassifier):
         P(topological) = 1 / (1 + exp(-(slope * decision + intercept))).
     """
 
+    _fitted_attribute = "support_vectors_"
+
     def __init__(
         self, C: float = 1.0, gamma: float | str = "scale", class_weight: str | None = "balanced", random_state: int = 0
     ) -> None:
@@ -60,17 +60,8 @@ class SVMClassifier(SpectraClassifier):
         self.class_weight = class_weight
         self.random_state = random_state
 
-    def fit(
-        self,
-        X: MaterialSpectra,
-        y: np.ndarray,
-        sample_weight: np.ndarray | None = None,
-        validation_data: ValidationData | None = None,
-        progress_callback: ProgressCallback | None = None,
-    ) -> SVMClassifier:
+    def _fit(self, X, y, sample_weight, validation_data, progress_callback) -> None:
         """Fit the SVC and its Platt scaling. ``progress_callback(1, 1, {})`` is called at the end."""
-        X = check_dataset(X)
-        y, sample_weight = check_labels(X, y, sample_weight)
         self.elements_ = spectra_elements(X)
         features = spectra_and_symmetry(X, self.elements_)
         variance = float(features.var())
@@ -89,8 +80,7 @@ class SVMClassifier(SpectraClassifier):
         self.intercept_ = float(svc.intercept_[0])
         X_cal, y_cal = X, y
         if validation_data is not None:
-            X_val = check_dataset(validation_data[0])
-            y_val, _ = check_labels(X_val, validation_data[1], require_both_classes=False)
+            X_val, y_val, _ = check_validation(validation_data)
             if np.unique(y_val).size == 2:  # Platt scaling needs both classes
                 X_cal, y_cal = X_val, y_val
         platt = LogisticRegression(C=1e6).fit(self.decision_function(X_cal)[:, None], y_cal)
@@ -98,7 +88,6 @@ class SVMClassifier(SpectraClassifier):
         self.platt_intercept_ = float(platt.intercept_[0])
         if progress_callback is not None:
             progress_callback(1, 1, {})
-        return self
 
     def decision_function(self, X: MaterialSpectra, batch_size: int = 2048) -> np.ndarray:
         """(N,) signed distance to the margin; positive leans topological."""
@@ -116,14 +105,13 @@ class SVMClassifier(SpectraClassifier):
 
     def predict_proba(self, X: MaterialSpectra) -> np.ndarray:
         """(N,) probability that each material is topological."""
-        if not hasattr(self, "support_vectors_"):
-            raise ValueError("SVMClassifier is not fitted; call fit() first")
+        self._check_fitted()
         logit = self.platt_slope_ * self.decision_function(X) + self.platt_intercept_
         return 1.0 / (1.0 + np.exp(-logit))
 
     def _get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         state = {
-            "elements": [ELEMENTS[i] for i in self.elements_],
+            "elements": self.element_symbols_,
             "gamma": self.gamma_,
             "intercept": self.intercept_,
             "platt_slope": self.platt_slope_,

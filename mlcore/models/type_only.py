@@ -13,14 +13,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
 from mlcore.data import MaterialSpectra
-from mlcore.models.base import (
-    ProgressCallback,
-    SpectraClassifier,
-    ValidationData,
-    balanced_class_weights,
-    check_dataset,
-    check_labels,
-)
+from mlcore.models.base import SpectraClassifier, balanced_class_weights, check_dataset
 from mlcore.models.features import composition_and_symmetry
 
 # Per-node arrays exported from scikit-learn's fitted trees.
@@ -62,6 +55,8 @@ class TypeOnlyClassifier(SpectraClassifier):
         Flat per-node arrays (feature, threshold, children, leaf flag, value).
     """
 
+    _fitted_attribute = "nodes_"
+
     def __init__(
         self,
         max_iter: int = 300,
@@ -80,17 +75,8 @@ class TypeOnlyClassifier(SpectraClassifier):
         self.random_state = random_state
         self.n_threads = n_threads
 
-    def fit(
-        self,
-        X: MaterialSpectra,
-        y: np.ndarray,
-        sample_weight: np.ndarray | None = None,
-        validation_data: ValidationData | None = None,
-        progress_callback: ProgressCallback | None = None,
-    ) -> TypeOnlyClassifier:
+    def _fit(self, X, y, sample_weight, validation_data, progress_callback) -> None:
         """Fit the boosted trees; ``validation_data`` is unused (internal early stopping)."""
-        X = check_dataset(X)
-        y, sample_weight = check_labels(X, y, sample_weight)
         booster = HistGradientBoostingClassifier(
             max_iter=self.max_iter,
             learning_rate=self.learning_rate,
@@ -105,7 +91,6 @@ class TypeOnlyClassifier(SpectraClassifier):
         self._export(booster)
         if progress_callback is not None:
             progress_callback(1, 1, {"n_trees": int(self.tree_roots_.size)})
-        return self
 
     def _export(self, booster: HistGradientBoostingClassifier) -> None:
         # Binary problems have one tree per boosting iteration.
@@ -122,8 +107,7 @@ class TypeOnlyClassifier(SpectraClassifier):
 
     def decision_function(self, X: MaterialSpectra, batch_size: int = 8192) -> np.ndarray:
         """(N,) log-odds of topological: baseline plus the leaf values of every tree."""
-        if not hasattr(self, "nodes_"):
-            raise ValueError("TypeOnlyClassifier is not fitted; call fit() first")
+        self._check_fitted()
         features = composition_and_symmetry(check_dataset(X))
         scores = np.empty(features.shape[0])
         for start in range(0, features.shape[0], batch_size):
