@@ -134,15 +134,93 @@ def with_decisions(predictions) -> list:
 
 
 def rule_for_version_id(version_id: int) -> DecisionRule:
-    """``rule_from_metrics`` by model version id (one query)."""
+    """``rule_from_metrics`` by model version id (one query, reading only the rule's keys)."""
     from materials.models import ModelVersion
 
-    version = ModelVersion.objects.only("threshold", "metrics").filter(pk=version_id).first()
-    return rule_from_metrics(version) if version is not None else DecisionRule.uncalibrated(0.5)
+    version = ModelVersion.objects.filter(pk=version_id).annotate(**rule_annotations("rule")).only("id").first()
+    return annotated_rule(version, "rule")
+
+
+# --- Stored rankings: the rule read with the rows' model, and rows decided in bulk ----------------
+
+
+def rule_annotations(name: str, relation: str = "") -> dict:
+    """Annotations that carry a model version's decision rule (threshold, calibrator, band)
+    without loading its metrics JSON (hundreds of kB with ROC points and projections); pass
+    ``relation`` ("model_version") to read a related version's. Read back with ``annotated_rule``."""
+    from django.db.models import F
+    from django.db.models.fields.json import KeyTransform
+
+    path = f"{relation}__" if relation else ""
+    calibration = KeyTransform("calibration", f"{path}metrics")
+    return {
+        f"{name}_threshold": F(f"{path}threshold"),
+        f"{name}_calibrator": KeyTransform("calibrator", calibration),
+        f"{name}_band": KeyTransform("band", calibration),
+    }
+
+
+def annotated_rule(obj, name: str) -> DecisionRule:
+    """The rule ``rule_annotations(name)`` put on ``obj``; the uncalibrated rule at 0.5 when there
+    is no model (``obj`` None, or a relation that is empty)."""
+    threshold = getattr(obj, f"{name}_threshold", None) if obj is not None else None
+    if threshold is None:
+        return DecisionRule.uncalibrated(0.5)
+    calibrator, band = getattr(obj, f"{name}_calibrator", None), getattr(obj, f"{name}_band", None)
+    if isinstance(calibrator, dict) and isinstance(band, dict):
+        return DecisionRule.from_dict({"calibrator": calibrator, "band": band})
+    return DecisionRule.uncalibrated(threshold)
+
+
+def decide_rows(rows: Sequence, rule: DecisionRule) -> None:
+    """Set ``calibrated_probability``, ``decision`` and ``reasons`` on stored rows (anything with
+    a raw ``probability``) of one model, vectorised. Their inputs were checked when they were
+    stored, so the only reason known here is the band's (``uncertain``); a row without a finite
+    probability abstains with none."""
+    if not rows:
+        return
+    raw = np.array([np.nan if r.probability is None else r.probability for r in rows], dtype=np.float64)
+    calibrated, decisions = decide_many(rule, raw)
+    for row, p, decision in zip(rows, calibrated.tolist(), decisions, strict=True):
+        finite = math.isfinite(p)
+        row.calibrated_probability = p if finite else None
+        row.decision = decision
+        row.reasons = decide(p, rule.band).reasons_json() if finite and decision == "abstain" else []
+
+
+def raw_bounds(rule: DecisionRule, decision: str) -> tuple[float, float] | None:
+    """The raw probabilities ``(low, high)`` whose calibrated value the band decides as
+    ``decision``: ``topological`` is raw >= low, ``trivial`` raw <= high, ``abstain`` low < raw < high
+    (infinite where open). None when the band never gives that decision. The calibrator is
+    monotonic, so a stored ranking filters by decision on its raw-probability index."""
+    band = rule.band
+    never_topological, never_trivial = band.high > 1.0, band.low < 0.0
+    high = math.inf if never_topological else uncalibrate(rule, band.high)
+    low = -math.inf if never_trivial else uncalibrate(rule, band.low)
+    if decision == "topological":
+        return None if never_topological else (high, math.inf)
+    if decision == "trivial":
+        return None if never_trivial else (-math.inf, low)
+    return (low, high)
+
+
+def uncalibrate(rule: DecisionRule, calibrated: float) -> float:
+    """The raw probability the rule's calibrator maps to ``calibrated`` (its inverse); infinite
+    beyond what any raw probability reaches (the calibrator clips raw values to [1e-6, 1 - 1e-6])."""
+    calibrator = rule.calibrator
+    if calibrator.method == "identity":
+        return float(calibrated)
+    floor, ceiling = (float(v) for v in rule.calibrate(np.array([1e-6, 1 - 1e-6])))
+    if calibrated <= floor:
+        return -math.inf
+    if calibrated > ceiling:
+        return math.inf
+    z = (math.log(calibrated / (1 - calibrated)) - calibrator.intercept) / calibrator.slope
+    return 0.5 * (1.0 + math.tanh(0.5 * z))
 
 
 def calibrate_one(rule: DecisionRule, probability: float) -> float:
-    """``rule.calibrate`` for one probability in plain floats (the predictions list's hot path)."""
+    """``rule.calibrate`` for one probability in plain floats."""
     calibrator = rule.calibrator
     if calibrator.method == "identity":
         return float(probability)

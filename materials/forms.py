@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import re
-import tempfile
-import zipfile
-from pathlib import Path
 
 from django import forms
 from django.conf import settings
-from django.template.defaultfilters import filesizeformat
 
 from materials.figures import ATOMIC_NUMBER
 from materials.models import Material
+from materials.ranking import RankFilter
+from mlcore.decision import DECISIONS
 
 CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic")
 # A candidate is a material no catalogue (nor a user) has labelled: the default view. Known
@@ -85,6 +83,9 @@ class CandidateFilterForm(forms.Form):
         label="P(topological) ≤",
         widget=forms.NumberInput(attrs={"step": "0.05", "placeholder": "1", "style": "width:5.5em"}),
     )
+    decision = forms.ChoiceField(
+        required=False, choices=[("", "any")] + [(d, d) for d in DECISIONS], label="Decision (calibrated)"
+    )
     label = forms.ChoiceField(required=False, choices=LABEL_STATUS, label="Label status")
     source = forms.ChoiceField(required=False, choices=[("", "any")] + list(Material.Source.choices), label="Source")
 
@@ -106,6 +107,12 @@ class CandidateFilterForm(forms.Form):
         if both:
             self.add_error("exclude", f"{', '.join(sorted(both))} cannot be both required and excluded.")
         return cleaned
+
+    def rank_filter(self) -> RankFilter:
+        """The cleaned filters as the ranking's filter object."""
+        data = self.cleaned_data
+        bounds = {"probability_min": data.get("p_min"), "probability_max": data.get("p_max")}
+        return RankFilter.from_values({**data, **bounds})
 
     @property
     def active(self) -> bool:
@@ -138,52 +145,14 @@ class ScreeningUploadForm(forms.Form):
         return self.cleaned_data.get("feff_budget") or 0
 
     def clean_release(self):
-        """Refuse anything but a readable zip of CIFs within the size limit, before a batch exists."""
-        from materials.screening import ReleaseError, read_release
+        """Refuse a release the screening cannot read, before a batch exists: the screening
+        package's reader decides (``read_upload``), with the API's and the command's message."""
+        from materials.screening.release import ReleaseError, read_upload
 
         upload = self.cleaned_data["release"]
-        limit = settings.MAX_UPLOAD_BYTES
-        if upload.size > limit:
-            raise forms.ValidationError(
-                f"The file is {filesizeformat(upload.size)}; at most {filesizeformat(limit)} can be uploaded. "
-                "Split the release into several zips.",
-                code="too_large",
-            )
-        if not upload.name.lower().endswith(".zip"):
-            raise forms.ValidationError("Upload a .zip file of CIFs.", code="not_zip")
-        with _local_copy(upload) as path:
-            if not zipfile.is_zipfile(path):
-                raise forms.ValidationError("This file is not a valid zip archive.", code="bad_zip")
-            try:
-                release = read_release(path)
-            except ReleaseError as error:
-                message = str(error).split(": ", 1)[-1]
-                raise forms.ValidationError(f"The zip cannot be screened: {message}.", code="bad_release") from None
-            except (zipfile.BadZipFile, OSError, EOFError) as error:
-                raise forms.ValidationError(f"The zip cannot be read: {error}.", code="bad_zip") from None
-        upload.seek(0)
+        try:
+            release = read_upload(upload, settings.MAX_UPLOAD_BYTES)
+        except ReleaseError as error:
+            raise forms.ValidationError(str(error), code=error.code) from None
         self.n_cifs = len(release.cifs)
         return upload
-
-
-class _local_copy:
-    """The upload as a file on disk (Django keeps small uploads in memory)."""
-
-    def __init__(self, upload):
-        self.upload = upload
-        self.temporary = None
-
-    def __enter__(self) -> Path:
-        if hasattr(self.upload, "temporary_file_path"):
-            return Path(self.upload.temporary_file_path())
-        self.temporary = tempfile.NamedTemporaryFile(suffix=".zip")  # noqa: SIM115 - closed in __exit__
-        self.upload.seek(0)
-        for chunk in self.upload.chunks():
-            self.temporary.write(chunk)
-        self.temporary.flush()
-        return Path(self.temporary.name)
-
-    def __exit__(self, *exc_info) -> None:
-        if self.temporary is not None:
-            self.temporary.close()
-        self.upload.seek(0)

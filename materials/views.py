@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
 from materials import candidates, figures, findings, pages
-from materials.decisions import with_decisions
+from materials.decisions import rule_annotations, with_decisions
 from materials.forms import CandidateFilterForm
 from materials.models import (
     Dataset,
@@ -32,8 +32,14 @@ HEAVY_MODEL_FIELDS = ("metrics", "hyperparameters", "library_versions")
 
 
 def production_model():
-    """The production model without its heavy JSON fields, or None."""
-    return ModelVersion.objects.filter(is_production=True).defer(*HEAVY_MODEL_FIELDS).first()
+    """The production model without its heavy JSON fields, or None; it carries its decision
+    rule (``rule_annotations("rule")``), which the rankings it serves read."""
+    return (
+        ModelVersion.objects.filter(is_production=True)
+        .defer(*HEAVY_MODEL_FIELDS)
+        .annotate(**rule_annotations("rule"))
+        .first()
+    )
 
 
 def light(relation: str) -> list[str]:
@@ -67,10 +73,10 @@ def dashboard(request):
 # --- Candidates -----------------------------------------------------------------------
 
 
-def _candidate_filters(request) -> tuple[CandidateFilterForm, dict | None]:
+def _candidate_filters(request) -> tuple[CandidateFilterForm, candidates.RankFilter | None]:
     # Always bound: no parameters is the default view (unlabelled materials), not "no filter".
     form = CandidateFilterForm(request.GET)
-    return form, (form.cleaned_data if form.is_valid() else None)
+    return form, (form.rank_filter() if form.is_valid() else None)
 
 
 def candidate_list(request):
@@ -86,7 +92,7 @@ def candidate_list(request):
         "form": form,
         "page": page,
         "query": query.urlencode(),
-        "label_links": candidates.label_links(query, (filters or {}).get("label") or query.get("label", "")),
+        "label_links": candidates.label_links(query, filters.label if filters else query.get("label", "")),
         "min_support": candidates.MIN_SUPPORT,
     }
     return render(request, "materials/candidate_list.html", context)

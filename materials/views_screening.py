@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET
 
 from materials.forms import ScreeningUploadForm
 from materials.models import ModelVersion, ScreeningBatch
-from materials.screening.ranking import ranked_rows, stage_rows, stage_two
+from materials.screening.ranking import batches, candidates_csv, ranked, stage_rows, stage_two
 from materials.views import light, production_model
 
 SHOWN = 100
@@ -31,33 +31,15 @@ def screening_list(request):
 
 def screening_detail(request, pk: int):
     batch = get_object_or_404(
-        ScreeningBatch.objects.select_related("model_version", "prior_version", "created_by").defer(
-            *light("model_version"), *light("prior_version")
-        ),
+        batches()
+        .select_related("model_version", "prior_version", "created_by")
+        .defer(*light("model_version"), *light("prior_version")),
         pk=pk,
-    )
-    rows = list(
-        ranked_rows(batch, ranked_only=True)
-        .select_related("material")
-        .only(
-            "id",
-            "files",
-            "stage",
-            "reason",
-            "prior_probability",
-            "spectral_probability",
-            "probability",
-            "material_id",
-            "material__reduced_formula",
-            "material__space_group_number",
-            "material__space_group_symbol",
-            "material__label",
-        )[:SHOWN]
     )
     counts = batch.stage_counts or {}
     context = {
         "batch": batch,
-        "rows": rows,
+        "rows": ranked(batch).page(None, 0, SHOWN),
         "shown": SHOWN,
         "stages": stage_rows(counts),
         "stage_two": stage_two(counts),
@@ -92,9 +74,7 @@ def screening_status(request, pk: int):
 
 
 def screening_download(request, pk: int):
-    from materials.screening.ranking import candidates_csv
-
-    batch = get_object_or_404(ScreeningBatch, pk=pk)
+    batch = get_object_or_404(batches(), pk=pk)
     response = HttpResponse(candidates_csv(batch), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="screening-{batch.pk}-candidates.csv"'
     return response

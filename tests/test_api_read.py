@@ -275,6 +275,7 @@ def test_predictions_default_to_the_production_model_best_first(client, catalogu
         "probability": 0.95,
         "calibrated_probability": 0.95,  # a model stored without calibration: the raw value
         "decision": "topological",  # ... decided at its single threshold
+        "reasons": [],  # decided: no reason to abstain
         "predicted_class": "topological",
         "reduced_formula": "Bi2Se3",
         "formula": "Bi2Se3",
@@ -354,7 +355,7 @@ def test_export_accept_header_and_errors_are_json(client, catalogue):
 
 
 def test_export_is_constant_in_queries(client, catalogue, django_assert_max_num_queries):
-    with django_assert_max_num_queries(1):
+    with django_assert_max_num_queries(2):  # the model with its decision rule, then the rows
         response = client.get("/api/predictions/export/?format=csv")
         b"".join(response.streaming_content)
 

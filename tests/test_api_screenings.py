@@ -80,7 +80,7 @@ def test_upload_answers_202_and_enqueues_the_screening(users, django_capture_on_
     [
         ("release.tar", b"not a zip", "upload a .zip"),
         ("release.zip", b"PK\x03\x04 truncated", "not a readable zip"),
-        ("release.zip", zip_of({"run.exe": b"MZ"}), "only .cif and .csv"),
+        ("release.zip", zip_of({"run.exe": b"MZ"}), "no .cif files found (set aside: run.exe: not a .cif or .csv"),
         ("release.zip", zip_of({"../../etc/evil.cif": cif()}), "unsafe path"),
         ("release.zip", zip_of({"notes.csv": b"a,b\n"}), "no .cif file"),
         ("release.zip", zip_of({"bomb.cif": b"0" * 2_000_000}), "zip bomb"),
@@ -205,11 +205,11 @@ def test_candidates_as_json_ranked_with_their_stages(users, screened, django_ass
         response = users["alice"][1].get(f"{URL}{screened.pk}/candidates/?format=json")
         rows = json.loads(b"".join(response.streaming_content))
     assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    # NaCl has no probability yet: not ranked, left out (as the rows and the page do).
     assert [(r["rank"], r["formula"], r["stage"], r["probability"]) for r in rows] == [
         (1, "Bi2Se3", "spectral", 0.9),
         (2, "SnTe", "prior", 0.6),
         (3, "TiO2", "prior", 0.2),
-        (4, "NaCl", "prior", None),
     ]
     assert rows[0]["prior_probability"] == 0.7 and rows[0]["spectral_probability"] == 0.9
     assert rows[1]["icsd_ids"] == "123 456" and rows[1]["label"] == "unlabelled" and rows[1]["files"] == "SnTe.cif"
@@ -224,7 +224,7 @@ def test_candidates_as_csv_with_filters(users, screened):
     assert [r["formula"] for r in rows] == ["Bi2Se3", "SnTe"]
     response = client.get(f"{URL}{screened.pk}/candidates/?format=csv&label=unlabelled")
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
-    assert [r["formula"] for r in rows] == ["SnTe", "TiO2", "NaCl"]
+    assert [r["formula"] for r in rows] == ["SnTe", "TiO2"]
     response = client.get(f"{URL}{screened.pk}/candidates/?format=csv&stage=spectral")
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert [(r["formula"], r["spectral_probability"]) for r in rows] == [("Bi2Se3", "0.9")]
@@ -252,3 +252,39 @@ def test_candidates_are_private(users, screened):
     assert users["bob"][1].get(f"{URL}{screened.pk}/candidates/").status_code == 404
     assert users["bob"][1].get(f"{URL}{screened.pk}/rows/").status_code == 404
     assert token_client().get(f"{URL}{screened.pk}/candidates/").status_code == 401
+
+
+def test_every_screening_row_carries_the_calibrated_probability_and_decision_of_its_model(users, screened):
+    """Spectral rows are decided by stage 2's model, prior rows by the prior's own calibrator
+    and band, the same in the rows, the JSON and the CSV; the decision filter agrees."""
+    from mlcore.calibration import Calibrator
+    from mlcore.decision import Band, DecisionRule
+
+    rule = DecisionRule(Calibrator("platt", 2.0, 0.5), Band(low=0.3, high=0.8))
+    prior = screened.prior_version
+    prior.metrics = {"calibration": {"calibrator": rule.calibrator.to_dict(), "band": rule.band.to_dict()}}
+    prior.save()
+    calibrated_snte, calibrated_tio2 = rule.calibrate([0.6, 0.2])
+    client = users["alice"][1]
+    rows = {r["formula"]: r for r in client.get(f"{URL}{screened.pk}/rows/").json()["results"]}
+    # Bi2Se3: the spectral model has no calibration: the raw value, decided at its threshold.
+    assert (rows["Bi2Se3"]["calibrated_probability"], rows["Bi2Se3"]["decision"]) == (0.9, "topological")
+    assert rows["Bi2Se3"]["reasons"] == []
+    assert rows["SnTe"]["calibrated_probability"] == pytest.approx(calibrated_snte)
+    assert rows["SnTe"]["decision"] == "abstain" and [r["code"] for r in rows["SnTe"]["reasons"]] == ["uncertain"]
+    assert rows["TiO2"]["calibrated_probability"] == pytest.approx(calibrated_tio2)
+    assert rows["TiO2"]["decision"] == "trivial"
+    exported = json.loads(b"".join(client.get(f"{URL}{screened.pk}/candidates/?format=json").streaming_content))
+    assert [(r["formula"], r["decision"], r["reasons"]) for r in exported] == [
+        ("Bi2Se3", "topological", ""),
+        ("SnTe", "abstain", "uncertain"),
+        ("TiO2", "trivial", ""),
+    ]
+    response = client.get(f"{URL}{screened.pk}/candidates/?format=csv")
+    csv_rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert [(r["formula"], r["decision"]) for r in csv_rows] == [(r["formula"], r["decision"]) for r in exported]
+    assert float(csv_rows[1]["calibrated_probability"]) == pytest.approx(calibrated_snte, abs=1e-6)
+    for decision, formulas in (("topological", ["Bi2Se3"]), ("abstain", ["SnTe"]), ("trivial", ["TiO2"])):
+        found = client.get(f"{URL}{screened.pk}/rows/?decision={decision}").json()["results"]
+        assert [r["formula"] for r in found] == formulas, decision
+    assert client.get(f"{URL}{screened.pk}/rows/?decision=maybe").status_code == 400

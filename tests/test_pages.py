@@ -270,7 +270,7 @@ def ranked_predictions(version, keep=lambda material: True):
     from materials.models import Prediction
 
     rows = Prediction.objects.filter(model_version=version).select_related("material")
-    rows = sorted(rows, key=lambda p: (-p.probability, p.material_id))
+    rows = sorted(rows, key=lambda p: (-p.probability, p.pk))  # ties: the prediction's id, as the index
     return [p for p in rows if keep(p.material)]
 
 
@@ -394,26 +394,32 @@ def test_element_filters_through_the_key_cache_match_the_plain_filters(site, mon
         key=lambda e: sum(e in p.material.elements for p in everything),
     )
     other = next(e for e in everything[0].material.elements if e != common)
+    from materials.ranking import RankFilter, RankQuery
+
     cases = [
-        {"include": [common]},
-        {"include": [common, other]},
-        {"include": [common], "exclude": [other], "label": "trivial"},
-        {"include": [other], "p_min": 0.2, "p_max": 0.9},
-        {"include": ["Og"]},
+        RankFilter(include=(common,)),
+        RankFilter(include=(common, other)),
+        RankFilter(include=(common,), exclude=(other,), label="trivial"),
+        RankFilter(include=(other,), probability_min=0.2, probability_max=0.9),
+        RankFilter(include=("Og",)),
     ]
+
+    def ranked(rank_filter):
+        return [row.material_id for row in RankQuery.for_model(site.production, rank_filter).iterate()]
+
     candidates.element_keys.clear()
     try:
-        for filters in cases:
-            plain = [p.material_id for p in candidates.candidate_predictions(site.production, filters)]
+        for rank_filter in cases:
+            plain = ranked(rank_filter)
             monkeypatch.setattr(candidates.ElementKeys, "MIN_TABLE_ID", 0)
-            assert candidates.selected_material_ids(filters) is not None
-            keyed = [p.material_id for p in candidates.candidate_predictions(site.production, filters)]
+            assert candidates.selected_material_ids(rank_filter) is not None
+            keyed = ranked(rank_filter)
             monkeypatch.setattr(candidates.ElementKeys, "MIN_TABLE_ID", PLAIN_FILTERS)
-            assert keyed == plain, filters
+            assert keyed == plain, rank_filter
         # A new material with a new element set is found at once (MAX(id) grew).
         monkeypatch.setattr(candidates.ElementKeys, "MIN_TABLE_ID", 0)
         new = Material.objects.create(formula="OgTs", reduced_formula="OgTs", elements=["Og", "Ts"], source="user")
-        assert candidates.selected_material_ids({"include": ["Og", "Ts"]}) == [new.pk]
+        assert candidates.selected_material_ids(RankFilter(include=("Og", "Ts"))) == [new.pk]
     finally:
         candidates.element_keys.clear()
 
@@ -421,13 +427,14 @@ def test_element_filters_through_the_key_cache_match_the_plain_filters(site, mon
 @pytest.mark.django_db
 def test_candidate_pages_do_not_count_and_end_with_an_empty_state(client, site, django_assert_max_num_queries):
     from materials.candidates import candidate_page
+    from materials.ranking import RankFilter
 
     everything = ranked_predictions(site.production)
-    page = candidate_page(site.production, {}, 2, page_size=5)
+    page = candidate_page(site.production, RankFilter(label="all"), 2, page_size=5)
     assert [row.rank for row in page.rows] == [6, 7, 8, 9, 10]
     assert [row.prediction.material_id for row in page.rows] == [p.material_id for p in everything[5:10]]
     assert page.has_next and page.has_previous
-    last = candidate_page(site.production, {}, (len(everything) + 4) // 5, page_size=5)
+    last = candidate_page(site.production, RankFilter(label="all"), (len(everything) + 4) // 5, page_size=5)
     assert not last.has_next
     with django_assert_max_num_queries(4):
         response = client.get(reverse("materials:candidate-list"), {"page": 999, "include": "O"})
@@ -453,6 +460,44 @@ def test_the_csv_export_holds_the_whole_filtered_ranking(client, site, django_as
     assert rows[0]["trust_validation_recall"].startswith(sorted(expected[0].material.elements)[0] + ":")
     bad = client.get(reverse("materials:candidate-export"), {"p_min": 2})
     assert bad.status_code == 400
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("label", ["unlabelled", "all", "labelled"])
+def test_one_filter_gives_the_same_ranking_and_decisions_on_the_page_its_csv_and_the_api(client, site, label):
+    """The page, its CSV, the API list and the API export parse into one filter and read one
+    query: the same materials in the same order, each with the same calibrated probability and
+    decision."""
+    everything = ranked_predictions(site.production)
+    common = max(
+        {e for p in everything for e in p.material.elements},
+        key=lambda e: sum(e in p.material.elements for p in everything),
+    )
+    page_params = {"include": common, "label": label, "p_min": 0.0}
+    api_params = {"element": common, "label": label, "probability_min": 0.0, "page_size": 500}
+    page = client.get(reverse("materials:candidate-list"), page_params).context["page"]
+    shown = [(r.prediction.material_id, r.prediction.decision) for r in page.rows]
+    export = client.get(reverse("materials:candidate-export"), page_params)
+    exported = list(csv.DictReader(io.StringIO(b"".join(export.streaming_content).decode())))
+    listed = client.get("/api/predictions/", api_params).json()["results"]
+    api_export = client.get("/api/predictions/export/", {**api_params, "format": "csv"})
+    api_exported = list(csv.DictReader(io.StringIO(b"".join(api_export.streaming_content).decode())))
+    assert shown, "the filter should leave some materials"
+
+    def pairs(rows, key="material_id"):
+        return [(int(r[key]), r["decision"]) for r in rows]
+
+    assert pairs(exported)[:50] == shown
+    assert pairs(listed, "material") == pairs(exported) == pairs(api_exported)
+    for mine, theirs in zip(exported, listed, strict=True):
+        assert float(mine["calibrated_probability"]) == pytest.approx(theirs["calibrated_probability"], abs=1e-6)
+    for decision in {r["decision"] for r in listed}:
+        narrowed = client.get("/api/predictions/", {**api_params, "decision": decision}).json()["results"]
+        assert [r["material"] for r in narrowed] == [r["material"] for r in listed if r["decision"] == decision]
+        on_page = client.get(reverse("materials:candidate-list"), {**page_params, "decision": decision})
+        assert [r.prediction.material_id for r in on_page.context["page"].rows] == [
+            r["material"] for r in listed if r["decision"] == decision
+        ][:50]
 
 
 # --- Material detail ----------------------------------------------------------------
@@ -608,6 +653,10 @@ def test_screening_list_detail_status_and_download(client, site, django_assert_m
     rows = list(csv.DictReader(io.StringIO(download.content.decode())))
     assert [int(r["rank"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     assert sorted(r["stage"] for r in rows) == ["prior"] * 4 + ["spectral"] * 2
+    # Every row carries its model's calibrated probability and decision, on the page and in the CSV.
+    assert [r["decision"] for r in rows] == [row.decision for row in detail.context["rows"]]
+    assert all(r["decision"] in ("topological", "trivial", "abstain") and r["calibrated_probability"] for r in rows)
+    assert f'<span class="badge {rows[0]["decision"]}"' in body
 
 
 @pytest.mark.django_db
@@ -665,9 +714,9 @@ def test_bad_uploads_are_refused_with_a_clear_error_and_no_batch(client, site, t
     not_zip = tmp_path / "structures.zip"
     not_zip.write_text("data_x\n_cell_length_a 3\n")
     cases = [
-        (release_zip(tmp_path, "release.tar"), "Upload a .zip file"),
-        (not_zip, "not a valid zip archive"),
-        (release_zip(tmp_path, "empty.zip", with_cif=False), "no .cif files found"),
+        (release_zip(tmp_path, "release.tar"), "release.tar: not a .zip file; upload a .zip of .cif files"),
+        (not_zip, "structures.zip: not a readable zip file"),
+        (release_zip(tmp_path, "empty.zip", with_cif=False), "empty.zip: no .cif files found"),
     ]
     before = ScreeningBatch.objects.count()
     for path, message in cases:
@@ -678,7 +727,7 @@ def test_bad_uploads_are_refused_with_a_clear_error_and_no_batch(client, site, t
     settings.MAX_UPLOAD_BYTES = 100
     with release_zip(tmp_path).open("rb") as handle:
         response = client.post(url, {"name": "big", "release": handle})
-    assert "at most 100" in text(response)
+    assert "the limit is 100 bytes" in text(response)
     assert ScreeningBatch.objects.count() == before
 
 

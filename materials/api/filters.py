@@ -13,11 +13,16 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.filters import OrderingFilter
 
 from materials.models import BINARY_CLASSES, Material, ModelVersion, Prediction, Spectrum, TopologyLabel
+from materials.ranking import RankFilter
+from mlcore.decision import DECISIONS
 from mlcore.elements import ELEMENTS
 from mlcore.symmetry import CRYSTAL_SYSTEMS
 
 MAX_ID = 2**62
 LABEL_CHOICES = [*BINARY_CLASSES, ("unlabelled", "Unlabelled")]
+#: A ranking's label scope (``materials.ranking.LABEL_SCOPES``).
+SCOPE_CHOICES = [*LABEL_CHOICES, ("labelled", "Labelled"), ("all", "All")]
+DECISION_CHOICES = [(decision, decision) for decision in DECISIONS]
 ELEMENT_LIST_SCHEMA = {
     "type": "string",
     "description": "Element symbols separated by commas (e.g. ``Co,O``); every one must be in the material.",
@@ -201,43 +206,52 @@ def production_model_id():
 
 
 class PredictionFilter(django_filters.FilterSet):
+    """The ranking's filters as query parameters; ``rank_filter`` turns them into the
+    ``materials.ranking.RankFilter`` the page and the screenings use too."""
+
     model = extend_schema_field(bounded_int(1, MAX_ID, "Model version id; the production model when omitted."))(
         IntegerFilter(field_name="model_version_id", min_value=1, max_value=MAX_ID)
     )
     probability_min = extend_schema_field(
-        {"type": "number", "minimum": 0, "maximum": 1, "description": "P(topological) at least this."}
+        {"type": "number", "minimum": 0, "maximum": 1, "description": "Raw P(topological) at least this."}
     )(FloatFilter(field_name="probability", lookup_expr="gte", min_value=0.0, max_value=1.0))
     probability_max = extend_schema_field(
-        {"type": "number", "minimum": 0, "maximum": 1, "description": "P(topological) at most this."}
+        {"type": "number", "minimum": 0, "maximum": 1, "description": "Raw P(topological) at most this."}
     )(FloatFilter(field_name="probability", lookup_expr="lte", min_value=0.0, max_value=1.0))
     element = extend_schema_field(ELEMENT_LIST_SCHEMA)(ElementListFilter(field_name="material__elements_key"))
+    exclude_element = extend_schema_field(
+        {**ELEMENT_LIST_SCHEMA, "description": "Element symbols separated by commas; none may be in the material."}
+    )(ElementListFilter(field_name="material__elements_key"))
     label = StrictChoiceFilter(
-        choices=LABEL_CHOICES,
-        method="filter_label",
-        help_text="The material's training label; ``unlabelled`` for materials without one (the candidates).",
+        choices=SCOPE_CHOICES,
+        help_text="The material's training label: ``unlabelled`` for materials without one (the candidates), "
+        "``labelled`` for any label, ``all`` (the default) for every material.",
     )
     predicted_class = StrictChoiceFilter(choices=BINARY_CLASSES)
+    decision = StrictChoiceFilter(
+        choices=DECISION_CHOICES, help_text="The decision from the calibrated probability and the model's band."
+    )
     space_group = extend_schema_field(bounded_int(1, 230, "Space group number (1-230)."))(
         IntegerFilter(field_name="material__space_group_number", min_value=1, max_value=230)
     )
+    crystal_system = StrictChoiceFilter(choices=[(c, c) for c in CRYSTAL_SYSTEMS])
+    source = StrictChoiceFilter(choices=Material.Source.choices, help_text="Where the material came from.")
 
     class Meta:
         model = Prediction
         fields = []
 
-    def filter_label(self, queryset, name, value):
-        return label_filter("material__label")(queryset, name, value)
-
-    def filter_queryset(self, queryset):
-        queryset = super().filter_queryset(queryset)
-        if self.form.cleaned_data.get("model") is None:
-            queryset = self.defaults(queryset)
-        return queryset
-
     @classmethod
     def defaults(cls, queryset):
         """What applies when no parameter is given: the production model's predictions."""
         return queryset.filter(model_version_id=production_model_id())
+
+
+def rank_filter(cleaned: dict, default_label: str = "all") -> RankFilter:
+    """Cleaned ``PredictionFilter`` (or screening row) parameters as the ranking's filter. The
+    API's default label scope is every material (``all``); the page's is the candidates."""
+    elements = {"include": cleaned.get("element"), "exclude": cleaned.get("exclude_element")}
+    return RankFilter.from_values({**cleaned, **elements}, default_label)
 
 
 class FilterBackend(DjangoFilterBackend):

@@ -88,8 +88,8 @@ class SmallPagePagination(StrictPageSizeMixin, PageNumberPagination):
 
 
 class PredictionQueryPagination(PredictionCursorPagination):
-    """DRF's cursor pagination, run on a ``materials.api.queries.PredictionQuery`` instead
-    of a queryset (same cursors, same position/offset rules, same links)."""
+    """DRF's cursor pagination, run on a ``materials.ranking.RankQuery`` instead of a
+    queryset (same cursors, same position/offset rules, same links)."""
 
     def paginate_query(self, query, request, view=None):
         self.request = request

@@ -9,8 +9,7 @@ each reached, the prior and spectral probabilities, the one it is ranked by and 
 
 from __future__ import annotations
 
-import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -26,73 +25,32 @@ from rest_framework.reverse import reverse
 
 from materials.api.exceptions import PayloadTooLarge
 from materials.api.exports import EXPORT_RENDERERS, streaming_export
-from materials.api.pagination import SmallPagePagination, StableCursorPagination
+from materials.api.filters import SCOPE_CHOICES, rank_filter
+from materials.api.pagination import PredictionQueryPagination, SmallPagePagination
 from materials.api.parsers import LimitedMultiPartParser
-from materials.api.serializers import LABEL_OUT_CHOICES
+from materials.api.serializers import LABEL_OUT_CHOICES, DecidedFieldsMixin
 from materials.api.throttles import UploadThrottle
 from materials.api.views import FORMAT_PARAMETER, APIMixin, check_format_parameter, force_json_errors
 from materials.models import ScreeningBatch, ScreeningRow
-from materials.screening.ranking import COLUMNS, ranked_rows, ranking_values
+from materials.screening.ranking import COLUMNS, batches, candidate_values, ranked
+from mlcore.decision import DECISIONS
 
 #: Most materials one upload may ask FEFF spectra for.
 MAX_FEFF_BUDGET = 1000
 
 
-def screening_limits() -> dict:
-    """Zip-bomb guards: the screening pipeline's own limits where it defines them."""
-    from materials.screening import release
-
-    return {
-        "members": release.MAX_MEMBERS,
-        "uncompressed": release.MAX_UNCOMPRESSED_BYTES,
-        "ratio": release.MAX_COMPRESSION_RATIO,
-    }
-
-
 def check_release_zip(upload) -> None:
-    """Refuse anything but a sane zip of .cif files (and .csv metadata), before storing it."""
-    name = upload.name or ""
-    if upload.size > settings.MAX_UPLOAD_BYTES:
-        raise PayloadTooLarge(f"{name} is {upload.size} bytes; the limit is {settings.MAX_UPLOAD_BYTES} bytes")
-    if not name.lower().endswith(".zip"):
-        raise ValidationError({"file": [f"{name[:100]!r}: upload a .zip of .cif files"]})
-    limits = screening_limits()
+    """Refuse a release the screening cannot read, before storing it: the screening package's
+    reader (``materials.screening.release.read_upload``) decides; its error is a 400 on ``file``
+    (413 for an upload over the size limit), naming the file and the member at fault."""
+    from materials.screening.release import ReleaseError, read_upload
+
     try:
-        with zipfile.ZipFile(upload) as archive:
-            infos = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
-        raise ValidationError({"file": [f"{name[:100]!r} is not a readable zip file ({error})"]}) from None
-    finally:
-        upload.seek(0)
-    members = [info for info in infos if not info.is_dir()]
-    if len(members) > limits["members"]:
-        raise ValidationError({"file": [f"{len(members)} files in the zip; at most {limits['members']} are accepted"]})
-    total = sum(info.file_size for info in members)
-    compressed = sum(info.compress_size for info in members) or 1
-    if total > limits["uncompressed"] or total / compressed > limits["ratio"]:
-        raise ValidationError(
-            {
-                "file": [
-                    f"the zip would unpack to {total} bytes from {compressed} (limits: {limits['uncompressed']} bytes, "
-                    f"ratio {limits['ratio']}); refusing what looks like a zip bomb"
-                ]
-            }
-        )
-    problems = []
-    for info in members:
-        path = PurePosixPath(info.filename)
-        if info.filename.startswith("/") or ".." in path.parts or "\\" in info.filename:
-            problems.append(f"{info.filename[:100]}: unsafe path")
-        elif info.flag_bits & 0x1:
-            problems.append(f"{info.filename[:100]}: encrypted")
-        elif "__macosx" in info.filename.lower() or path.name.startswith("."):
-            continue
-        elif path.suffix.lower() not in (".cif", ".csv"):
-            problems.append(f"{info.filename[:100]}: only .cif and .csv files are accepted")
-    if problems:
-        raise ValidationError({"file": problems[:20]})
-    if not any(PurePosixPath(info.filename).suffix.lower() == ".cif" for info in members):
-        raise ValidationError({"file": ["the zip holds no .cif file"]})
+        read_upload(upload, settings.MAX_UPLOAD_BYTES)
+    except ReleaseError as error:
+        if error.code == "too_large":
+            raise PayloadTooLarge(str(error)) from None
+        raise ValidationError({"file": [str(error)]}) from None
 
 
 # --- Serializers ---------------------------------------------------------------------------------
@@ -167,28 +125,21 @@ class ScreeningAcceptedSerializer(serializers.Serializer):
     candidates_url = serializers.CharField()
 
 
-class ScreeningRowSerializer(serializers.ModelSerializer):
-    formula = serializers.CharField(source="material.reduced_formula")
-    space_group = serializers.IntegerField(source="material.space_group_number", allow_null=True)
-    label = serializers.SerializerMethodField()
+class ScreeningRowSerializer(DecidedFieldsMixin, serializers.Serializer):
+    """One ranked row of a screening (``materials.ranking.RankedRow``)."""
 
-    class Meta:
-        model = ScreeningRow
-        fields = [
-            "material_id",
-            "formula",
-            "space_group",
-            "files",
-            "label",
-            "stage",
-            "prior_probability",
-            "spectral_probability",
-            "probability",
-            "reason",
-        ]
-
-    def get_label(self, row) -> str:
-        return row.material.label or "unlabelled"
+    material_id = serializers.IntegerField()
+    formula = serializers.CharField(source="reduced_formula")
+    space_group = serializers.IntegerField(source="space_group_number", allow_null=True)
+    files = serializers.ListField(child=serializers.CharField(), help_text="The release's files of this material.")
+    label = serializers.ChoiceField(choices=LABEL_OUT_CHOICES, source="label_out")
+    stage = serializers.ChoiceField(choices=ScreeningRow.Stage.choices)
+    prior_probability = serializers.FloatField(allow_null=True, help_text="Stage 1's prior, raw.")
+    spectral_probability = serializers.FloatField(allow_null=True, help_text="Stage 2's spectral model, raw.")
+    probability = serializers.FloatField(
+        allow_null=True, help_text="What the ranking uses: the spectral probability where there is one, else the prior."
+    )
+    reason = serializers.CharField(help_text="Why the row stopped where it did.")
 
 
 class CandidateSerializer(serializers.Serializer):
@@ -204,23 +155,31 @@ class CandidateSerializer(serializers.Serializer):
     stage = serializers.ChoiceField(choices=ScreeningRow.Stage.choices)
     prior_probability = serializers.FloatField(allow_null=True)
     spectral_probability = serializers.FloatField(allow_null=True)
-    probability = serializers.FloatField(allow_null=True, help_text="What the ranking uses.")
+    probability = serializers.FloatField(allow_null=True, help_text="What the ranking uses (raw).")
+    calibrated_probability = serializers.FloatField(
+        allow_null=True, help_text="The ranked probability mapped by its model's calibrator."
+    )
+    decision = serializers.ChoiceField(choices=list(DECISIONS), help_text="topological, trivial or abstain.")
+    reasons = serializers.CharField(help_text="Space-separated reason codes of an abstention (e.g. ``uncertain``).")
     reason = serializers.CharField()
 
 
 class RowQuerySerializer(serializers.Serializer):
     probability_min = serializers.FloatField(
-        required=False, min_value=0.0, max_value=1.0, help_text="Ranked probability at least this."
+        required=False, min_value=0.0, max_value=1.0, help_text="Ranked (raw) probability at least this."
     )
-    label = serializers.ChoiceField(choices=LABEL_OUT_CHOICES, required=False, help_text="Training label.")
+    probability_max = serializers.FloatField(
+        required=False, min_value=0.0, max_value=1.0, help_text="Ranked (raw) probability at most this."
+    )
+    label = serializers.ChoiceField(
+        choices=[choice for choice, _ in SCOPE_CHOICES],
+        required=False,
+        help_text="Training label: ``unlabelled`` (the candidates), ``labelled``, a class, or ``all`` (the default).",
+    )
     stage = serializers.ChoiceField(choices=ScreeningRow.Stage.choices, required=False, help_text="Stage reached.")
-
-
-class RowPagination(StableCursorPagination):
-    """Rows best first: ``(-probability, id)``, served by the ``screening_row_rank`` index."""
-
-    ordering = ("-probability", "id")
-    position_type = float
+    decision = serializers.ChoiceField(
+        choices=list(DECISIONS), required=False, help_text="The decision from the calibrated probability."
+    )
 
 
 # --- The viewset ---------------------------------------------------------------------------------
@@ -251,18 +210,19 @@ class ScreeningViewSet(APIMixin, mixins.ListModelMixin, mixins.RetrieveModelMixi
         return throttles
 
     def get_queryset(self):
-        batches = ScreeningBatch.objects.annotate(n_materials=Count("materials")).order_by("-created", "-id")
+        listed = ScreeningBatch.objects.annotate(n_materials=Count("materials")).order_by("-created", "-id")
         if getattr(self, "swagger_fake_view", False):
-            return batches.none()
+            return listed.none()
         if not self.request.user.is_staff:
-            batches = batches.filter(created_by=self.request.user)
-        return batches
+            listed = listed.filter(created_by=self.request.user)
+        return listed
 
     def get_batch(self) -> ScreeningBatch:
-        """The screening in the URL, if this user may see it (no counting annotation)."""
-        batches = ScreeningBatch.objects.all()
+        """The screening in the URL, if this user may see it, with its models' decision rules
+        (no counting annotation)."""
+        visible = batches()
         if not self.request.user.is_staff:
-            batches = batches.filter(created_by=self.request.user)
+            visible = visible.filter(created_by=self.request.user)
         lookup = self.kwargs[self.lookup_field]
         if not str(lookup).isdigit():
             from rest_framework.exceptions import NotFound
@@ -270,7 +230,7 @@ class ScreeningViewSet(APIMixin, mixins.ListModelMixin, mixins.RetrieveModelMixi
             raise NotFound()
         from django.shortcuts import get_object_or_404
 
-        return get_object_or_404(batches, pk=int(lookup))
+        return get_object_or_404(visible, pk=int(lookup))
 
     @extend_schema(
         summary="Upload a zip of CIFs to screen",
@@ -313,44 +273,27 @@ class ScreeningViewSet(APIMixin, mixins.ListModelMixin, mixins.RetrieveModelMixi
             status=status.HTTP_202_ACCEPTED,
         )
 
-    def _filtered_rows(self, request, batch):
+    def _ranked(self, request):
+        """The screening's ranking with the validated row filters (every label by default)."""
+        batch = self.get_batch()
         query = RowQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        return ranked_rows(
-            batch,
-            stage=query.validated_data.get("stage"),
-            label=query.validated_data.get("label"),
-            probability_min=query.validated_data.get("probability_min"),
-        )
+        return batch, ranked(batch, rank_filter(query.validated_data, default_label="all"))
 
     @extend_schema(
-        summary="A screening's rows, best first (cursor-paginated)",
+        summary="A screening's rows, best first (cursor-paginated), each with its decision",
         tags=["screenings"],
         parameters=[RowQuerySerializer],
         responses={200: ScreeningRowSerializer(many=True)},
     )
-    @action(detail=True, methods=["get"], pagination_class=RowPagination, filter_backends=[])
+    @action(detail=True, methods=["get"], pagination_class=PredictionQueryPagination, filter_backends=[])
     def rows(self, request, *args, **kwargs):
-        batch = self.get_batch()
-        rows = self._filtered_rows(request, batch).exclude(probability=None).select_related("material")
-        rows = rows.only(
-            "id",
-            "material_id",
-            "files",
-            "stage",
-            "prior_probability",
-            "spectral_probability",
-            "probability",
-            "reason",
-            "material__reduced_formula",
-            "material__space_group_number",
-            "material__label",
-        )
-        page = self.paginate_queryset(rows)
+        _, query = self._ranked(request)
+        page = self.paginator.paginate_query(query, request, self)
         return self.get_paginated_response(ScreeningRowSerializer(page, many=True).data)
 
     @extend_schema(
-        summary="A screening's rows ranked, as JSON or CSV (streamed)",
+        summary="A screening's rows ranked, with decisions, as JSON or CSV (streamed)",
         tags=["screenings"],
         parameters=[FORMAT_PARAMETER, RowQuerySerializer],
         responses={
@@ -367,9 +310,10 @@ class ScreeningViewSet(APIMixin, mixins.ListModelMixin, mixins.RetrieveModelMixi
     )
     def candidates(self, request, *args, **kwargs):
         check_format_parameter(request)
-        batch = self.get_batch()
-        rows = ranking_values(self._filtered_rows(request, batch))
-        return streaming_export(request.accepted_renderer.format, COLUMNS, rows, f"screening-{batch.pk}")
+        batch, query = self._ranked(request)
+        return streaming_export(
+            request.accepted_renderer.format, COLUMNS, candidate_values(query), f"screening-{batch.pk}"
+        )
 
     def finalize_response(self, request, response, *args, **kwargs):
         force_json_errors(request, response)

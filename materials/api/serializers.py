@@ -9,7 +9,6 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
-from materials.decisions import calibrate_one, rule_for_version_id
 from materials.models import (
     BINARY_CLASSES,
     ElementMetric,
@@ -21,12 +20,12 @@ from materials.models import (
     TopologyLabel,
     TrainingRun,
 )
-from mlcore.decision import DECISIONS
+from materials.ranking import LABEL_OUT
+from mlcore.decision import DECISIONS, REASON_CODES
 
 MAX_POINTS = 20_000
 MAX_SPECTRA = 20
 MAX_STRUCTURE_SITES = 500
-LABEL_OUT = {"topological": "topological", "trivial": "trivial", "": "unlabelled"}
 LABEL_OUT_CHOICES = ["topological", "trivial", "unlabelled"]
 
 
@@ -264,25 +263,40 @@ PREDICTION_VALUES = (
 )
 
 
-class PredictionSerializer(serializers.Serializer):
-    """One prediction with the facts of its material that clients filter on.
+class ReasonSerializer(serializers.Serializer):
+    code = serializers.ChoiceField(choices=list(REASON_CODES), help_text="A stable code clients can rely on.")
+    text = serializers.CharField(help_text="The reason in words.")
 
-    Reads ``.values(*PREDICTION_VALUES)`` rows and builds each dict directly: the
+
+class DecidedFieldsMixin(serializers.Serializer):
+    """What every ranked row carries beside its stored (raw) probability (``materials.ranking``)."""
+
+    calibrated_probability = serializers.FloatField(
+        allow_null=True,
+        help_text="P(topological) mapped by the calibrator of the model that gave it (fitted on its validation "
+        "split); null when there is no probability.",
+    )
+    decision = serializers.ChoiceField(
+        choices=list(DECISIONS),
+        help_text="The model's abstain band applied to the calibrated probability (the inputs were checked when "
+        "the probability was stored): topological, trivial or abstain.",
+    )
+    reasons = ReasonSerializer(
+        many=True, help_text="Why the row abstains, where known (``uncertain``: inside the abstain band)."
+    )
+
+
+class PredictionSerializer(DecidedFieldsMixin, serializers.Serializer):
+    """One ranked prediction with the facts of its material that clients filter on.
+
+    Reads the rows of ``materials.ranking.RankQuery`` (decided in bulk) and builds each dict directly: the
     predictions list is the API's hottest path (see bench/bench_api.py).
     """
 
     id = serializers.IntegerField()
     material = serializers.IntegerField(help_text="Material id.")
     model_version = serializers.IntegerField()
-    probability = serializers.FloatField(help_text="P(topological) as the model gave it (raw).")
-    calibrated_probability = serializers.FloatField(
-        allow_null=True, help_text="P(topological) mapped by the model's calibrator (fitted on its validation split)."
-    )
-    decision = serializers.ChoiceField(
-        choices=list(DECISIONS),
-        help_text="The model's abstain band applied to the calibrated probability (the inputs were checked when "
-        "the prediction was stored): topological, trivial or abstain.",
-    )
+    probability = serializers.FloatField(allow_null=True, help_text="P(topological) as the model gave it (raw).")
     predicted_class = serializers.ChoiceField(choices=BINARY_CLASSES)
     reduced_formula = serializers.CharField()
     formula = serializers.CharField()
@@ -292,27 +306,21 @@ class PredictionSerializer(serializers.Serializer):
     label = serializers.ChoiceField(choices=LABEL_OUT_CHOICES, help_text="The material's training label.")
 
     def to_representation(self, row):
-        probability = row["probability"]
-        finite = math.isfinite(probability)
-        rules = self.context.setdefault("_decision_rules", {})
-        rule = rules.get(row["model_version_id"])
-        if rule is None:
-            rule = rules[row["model_version_id"]] = rule_for_version_id(row["model_version_id"])
-        calibrated = calibrate_one(rule, probability) if finite else None
         return {
-            "id": row["id"],
-            "material": row["material_id"],
-            "model_version": row["model_version_id"],
-            "probability": probability if finite else None,
-            "calibrated_probability": calibrated,
-            "decision": rule.band.decide(calibrated) if finite else "abstain",
-            "predicted_class": row["predicted_class"],
-            "reduced_formula": row["material__reduced_formula"],
-            "formula": row["material__formula"],
-            "mp_id": row["material__mp_id"],
-            "space_group": row["material__space_group_number"],
-            "elements": elements_from_key(row["material__elements_key"]),
-            "label": LABEL_OUT.get(row["material__label"], "unlabelled"),
+            "id": row.id,
+            "material": row.material_id,
+            "model_version": row.model_version,
+            "probability": row.probability,
+            "calibrated_probability": row.calibrated_probability,
+            "decision": row.decision,
+            "reasons": row.reasons,
+            "predicted_class": row.predicted_class,
+            "reduced_formula": row.reduced_formula,
+            "formula": row.formula,
+            "mp_id": row.mp_id,
+            "space_group": row.space_group_number,
+            "elements": row.elements,
+            "label": row.label_out,
         }
 
 

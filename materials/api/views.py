@@ -31,13 +31,14 @@ from materials.api.filters import (
     PredictionFilter,
     SpectrumFilter,
     StableOrderingFilter,
+    rank_filter,
 )
 from materials.api.pagination import IdCursorPagination, PredictionQueryPagination, SmallPagePagination
 from materials.api.parsers import LimitedJSONParser
 from materials.api.permissions import IsStaffWithPermission
-from materials.api.queries import PredictionQuery
 from materials.api.schema import APIAutoSchema
 from materials.api.throttles import DEFAULT_THROTTLES, LoginThrottle
+from materials.decisions import rule_annotations
 from materials.models import (
     Job,
     Material,
@@ -47,6 +48,8 @@ from materials.models import (
     TopologyLabel,
     TrainingRun,
 )
+from materials.ranking import RankQuery
+from mlcore.decision import DECISIONS
 
 
 class APIMixin:
@@ -271,6 +274,9 @@ PREDICTION_EXPORT_COLUMNS = (
     "label",
     "probability",
     "predicted_class",
+    "calibrated_probability",
+    "decision",
+    "reasons",
     "model_version",
 )
 FORMAT_PARAMETER = OpenApiParameter(
@@ -295,7 +301,7 @@ FORMAT_PARAMETER = OpenApiParameter(
 class PredictionViewSet(APIMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     """Predictions of one model (the production model by default)."""
 
-    queryset = Prediction.objects.none()  # for the schema; rows come from PredictionQuery
+    queryset = Prediction.objects.none()  # for the schema; rows come from materials.ranking.RankQuery
     serializer_class = s.PredictionSerializer
     filterset_class = PredictionFilter
     filter_backends = [FilterBackend, StableOrderingFilter]
@@ -303,8 +309,9 @@ class PredictionViewSet(APIMixin, mixins.ListModelMixin, viewsets.GenericViewSet
     ordering = ("-probability", "id")
     pagination_class = PredictionQueryPagination
 
-    def prediction_query(self, request) -> PredictionQuery:
-        """The validated filters (400 naming the parameter when one is bad), as a query."""
+    def prediction_query(self, request) -> RankQuery:
+        """The validated filters (400 naming the parameter when one is bad) as the ranking of the
+        chosen model, which carries its decision rule (one query)."""
         given = request.query_params
         cleaned = {}
         if any(name in given for name in PredictionFilter.base_filters):
@@ -313,7 +320,10 @@ class PredictionViewSet(APIMixin, mixins.ListModelMixin, viewsets.GenericViewSet
                 raise ValidationError(filterset.errors)
             cleaned = filterset.form.cleaned_data
         ordering = StableOrderingFilter().get_ordering(request, None, self)
-        return PredictionQuery.from_filters(cleaned, ordering)
+        versions = ModelVersion.objects.only("id", "threshold").annotate(**rule_annotations("rule"))
+        model = cleaned.get("model")
+        version = (versions.filter(pk=model) if model is not None else versions.filter(is_production=True)).first()
+        return RankQuery.for_model(version, rank_filter(cleaned).ordered(ordering))
 
     def list(self, request, *args, **kwargs):
         query = self.prediction_query(request)
@@ -346,8 +356,23 @@ class PredictionViewSet(APIMixin, mixins.ListModelMixin, viewsets.GenericViewSet
                             "space_group": {"type": "integer", "nullable": True},
                             "elements": {"type": "string", "description": "space-separated symbols"},
                             "label": {"type": "string"},
-                            "probability": {"type": "number", "nullable": True},
+                            "probability": {
+                                "type": "number",
+                                "nullable": True,
+                                "description": "P(topological) as the model gave it (raw).",
+                            },
                             "predicted_class": {"type": "string"},
+                            "calibrated_probability": {
+                                "type": "number",
+                                "nullable": True,
+                                "description": "P(topological) mapped by the model's calibrator (fitted on its "
+                                "validation split).",
+                            },
+                            "decision": {"type": "string", "enum": [*DECISIONS]},
+                            "reasons": {
+                                "type": "string",
+                                "description": "Space-separated reason codes of an abstention (e.g. ``uncertain``).",
+                            },
                             "model_version": {"type": "integer"},
                         },
                     },
@@ -369,22 +394,22 @@ class PredictionViewSet(APIMixin, mixins.ListModelMixin, viewsets.GenericViewSet
         return super().finalize_response(request, response, *args, **kwargs)
 
 
-def export_row(row: tuple) -> tuple:
-    """A PredictionQuery row (queries.KEYS order) in PREDICTION_EXPORT_COLUMNS order."""
-    _id, material_id, model_version, probability, predicted_class, reduced, formula, mp_id, space_group, key, label = (
-        row
-    )
+def export_row(row) -> tuple:
+    """A ranked row (``materials.ranking.RankedRow``) in PREDICTION_EXPORT_COLUMNS order."""
     return (
-        material_id,
-        reduced,
-        formula,
-        mp_id,
-        space_group,
-        " ".join(s.elements_from_key(key)),
-        s.LABEL_OUT.get(label, "unlabelled"),
-        probability,
-        predicted_class,
-        model_version,
+        row.material_id,
+        row.reduced_formula,
+        row.formula,
+        row.mp_id,
+        row.space_group_number,
+        " ".join(row.elements),
+        row.label_out,
+        row.probability,
+        row.predicted_class,
+        row.calibrated_probability,
+        row.decision,
+        row.reason_codes,
+        row.model_version,
     )
 
 

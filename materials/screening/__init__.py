@@ -30,7 +30,8 @@ _EXPORTS = {
     "create_amcsd_batch": "pipeline",
     "screen_batch": "pipeline",
     "candidates_csv": "ranking",
-    "ranked_rows": "ranking",
+    "ranked": "ranking",
+    "read_upload": "release",
     "start_screening_batch": "background",
 }
 

@@ -1,13 +1,14 @@
-"""A screening's ranking: its rows, best first, as the page, the API and the CSV show them."""
+"""A screening's ranking as the page, the API and the CSV show it: its rows best first, each
+with the calibrated probability and decision of the model that gave it (``materials.ranking``
+ranks; this module names the columns, the batch's models and the stage counts)."""
 
 from __future__ import annotations
 
 import csv
 import io
 
-from django.db.models import F
-
-from materials.models import ScreeningBatch, ScreeningRow
+from materials.models import ScreeningBatch
+from materials.ranking import RankFilter, RankQuery, screening_rule_annotations
 
 COLUMNS = [
     "rank",
@@ -23,67 +24,46 @@ COLUMNS = [
     "prior_probability",
     "spectral_probability",
     "probability",
+    "calibrated_probability",
+    "decision",
+    "reasons",
     "reason",
 ]
-FIELDS = [
-    "material_id",
-    "material__reduced_formula",
-    "material__space_group_number",
-    "files",
-    "material__icsd_ids",
-    "material__amcsd_id",
-    "material__mp_id",
-    "material__label",
-    "stage",
-    "prior_probability",
-    "spectral_probability",
-    "probability",
-    "reason",
-]
+#: A screening's rows, by default: every ranked material, labelled or not.
+ALL_ROWS = RankFilter(label="all")
 
 
-def ranked_rows(
-    batch: ScreeningBatch,
-    *,
-    stage: str | None = None,
-    label: str | None = None,
-    probability_min=None,
-    ranked_only: bool = False,
-):
-    """The batch's rows by the probability they are ranked by (highest first; rows
-    without one last, or left out with ``ranked_only``, which the ``screening_row_rank``
-    index then serves), then id. ``label`` is "topological", "trivial" or "unlabelled"."""
-    rows = ScreeningRow.objects.filter(batch=batch)
-    if stage:
-        rows = rows.filter(stage=stage)
-    if label:
-        rows = rows.filter(material__label="" if label == "unlabelled" else label)
-    if probability_min is not None:
-        rows = rows.filter(probability__gte=probability_min)
-    if ranked_only:
-        return rows.exclude(probability=None).order_by("-probability", "id")
-    return rows.order_by(F("probability").desc(nulls_last=True), "id")
+def batches():
+    """ScreeningBatch rows carrying their two models' decision rules (for ``RankQuery``)."""
+    return ScreeningBatch.objects.annotate(**screening_rule_annotations())
 
 
-def ranking_values(rows):
-    """``COLUMNS`` tuples of ``rows`` (from ``ranked_rows``), ranked from 1."""
-    for rank, values in enumerate(rows.values_list(*FIELDS).iterator(chunk_size=5000), start=1):
-        (pk, formula, number, files, icsd, amcsd, mp_id, label, stage, prior, spectral, probability, reason) = values
+def ranked(batch: ScreeningBatch, rank_filter: RankFilter = ALL_ROWS) -> RankQuery:
+    """The batch's ranked rows (``batch`` from ``batches()``)."""
+    return RankQuery.for_screening(batch, rank_filter)
+
+
+def candidate_values(query: RankQuery):
+    """``COLUMNS`` tuples of every row of ``query``, streamed."""
+    for row in query.iterate(chunk_size=5000):
         yield (
-            rank,
-            pk,
-            formula,
-            number,
-            " ".join(files or []),
-            " ".join(str(i) for i in (icsd or [])),
-            amcsd or "",
-            mp_id or "",
-            label or "unlabelled",
-            stage,
-            _round(prior),
-            _round(spectral),
-            _round(probability),
-            reason,
+            row.rank,
+            row.material_id,
+            row.reduced_formula,
+            row.space_group_number,
+            " ".join(row.files),
+            " ".join(str(i) for i in row.icsd_ids),
+            row.amcsd_id or "",
+            row.mp_id or "",
+            row.label_out,
+            row.stage,
+            _round(row.prior_probability),
+            _round(row.spectral_probability),
+            _round(row.probability),
+            _round(row.calibrated_probability),
+            row.decision,
+            row.reason_codes,
+            row.reason,
         )
 
 
@@ -92,10 +72,13 @@ def _round(value):
 
 
 def candidates_csv(batch: ScreeningBatch) -> str:
+    """Every ranked row of ``batch`` as CSV (``batch`` from ``batches()``, or any: re-read then)."""
+    if not hasattr(batch, "spectral_rule_threshold"):
+        batch = batches().get(pk=batch.pk)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(COLUMNS)
-    for row in ranking_values(ranked_rows(batch)):
+    for row in candidate_values(ranked(batch)):
         writer.writerow(["" if value is None else value for value in row])
     return buffer.getvalue()
 

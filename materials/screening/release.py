@@ -1,10 +1,14 @@
-"""Reading a release: the one home for getting a release's files.
+"""Reading a release: the one home for getting a release's files, and for refusing a bad one.
 
 A release is a folder or zip of CIFs (an ICSD export, with an optional metadata CSV),
 or the AMCSD copy shipped inside ``larixite`` (9,275 CIFs), named by ``AMCSD_SOURCE``.
-``read_release`` reads a folder or zip at once (with zip-bomb and size guards);
-``amcsd_ids`` and ``read_amcsd`` read the AMCSD in chunks, so parsing processes each
-read their own entries; ``read_files`` reads a few named files back for stage 2.
+``read_release`` reads a folder or zip (a path, or an uploaded file) at once, with zip-bomb,
+member-count, path and encryption guards; ``read_upload`` adds the upload limits (size, a
+.zip name). The API (400, or 413 for size), the upload form and ``manage.py screen`` all
+refuse a bad release with this module's ``ReleaseError``, whose message names the file and
+the member at fault. Files other than CIFs and the metadata CSV are set aside with a reason,
+not refused. ``amcsd_ids`` and ``read_amcsd`` read the AMCSD in chunks, so parsing
+processes each read their own entries; ``read_files`` reads a few named files back for stage 2.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +33,15 @@ AMCSD_NAME = re.compile(r"amcsd_(\d+)\.cif")
 
 
 class ReleaseError(ValueError):
-    """The release as a whole cannot be read (not a zip, a zip bomb, no CIFs…)."""
+    """The release as a whole cannot be screened (not a zip, a zip bomb, no CIFs…).
+
+    ``code`` says which: ``too_large`` (an upload over the limit: HTTP 413), ``not_zip``,
+    ``unreadable``, ``too_many_files``, ``zip_bomb``, ``encrypted``, ``unsafe_path``, ``no_cif``.
+    """
+
+    def __init__(self, message: str, code: str = "unreadable"):
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -56,66 +68,102 @@ def _decode(name: str, data: bytes, rejected: list[dict]) -> str | None:
             return None
 
 
-def _read_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+def _read_member(name: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     """One member's bytes; a corrupt or unsupported member makes the whole zip unreadable."""
     try:
         return archive.read(info)
     except (zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError, EOFError, OSError) as error:
-        raise ReleaseError(f"{path.name}: cannot read {info.filename[:100]} ({error})") from None
+        raise ReleaseError(f"{name}: cannot read {info.filename[:100]} ({error})") from None
 
 
-def read_release(path: Path) -> Release:
-    """Read CIFs (and an optional metadata CSV) from a folder or a zip file.
+def check_members(name: str, infos: list[zipfile.ZipInfo]) -> None:
+    """Refuse a zip by its directory alone, before anything is decompressed: too many files, a
+    zip bomb, an encrypted member or an unsafe path (absolute, ``..``, backslashes)."""
+    if len(infos) > MAX_MEMBERS:
+        raise ReleaseError(
+            f"{name}: {len(infos)} files in the zip; at most {MAX_MEMBERS} are accepted", "too_many_files"
+        )
+    total = sum(info.file_size for info in infos)
+    compressed = sum(info.compress_size for info in infos) or 1
+    if total > MAX_UNCOMPRESSED_BYTES or total / compressed > MAX_COMPRESSION_RATIO:
+        raise ReleaseError(
+            f"{name}: refusing to unpack {total} bytes from {compressed} compressed "
+            f"(limit {MAX_UNCOMPRESSED_BYTES} bytes, ratio {MAX_COMPRESSION_RATIO}); this looks like a zip bomb",
+            "zip_bomb",
+        )
+    for info in infos:
+        path = PurePosixPath(info.filename)
+        if info.filename.startswith("/") or ".." in path.parts or "\\" in info.filename:
+            raise ReleaseError(f"{name}: {info.filename[:100]} has an unsafe path", "unsafe_path")
+        if info.flag_bits & 0x1:
+            raise ReleaseError(f"{name}: {info.filename[:100]} is encrypted; send an unencrypted zip", "encrypted")
+
+
+def read_release(source, name: str | None = None) -> Release:
+    """Read CIFs (and an optional metadata CSV) from a folder or a zip: a path, or an open
+    binary file such as an upload (then ``name`` is its name in messages).
 
     Raises
     ------
     ReleaseError
-        For a file that is neither a folder nor a zip, a zip bomb, or no CIF at all.
+        For a file that is not a readable zip, one refused by ``check_members``, or no CIF at all;
+        the message starts with the release's name and names the member at fault.
     """
-    path = Path(path)
-    release = Release()
-    if path.is_dir():
-        files = [p for p in sorted(path.rglob("*")) if p.is_file()]
-        members = [(p.relative_to(path).as_posix(), p.stat().st_size, p.read_bytes) for p in files]
-    elif zipfile.is_zipfile(path):
-        try:
-            archive = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError, EOFError) as error:
-            raise ReleaseError(f"{path.name}: not a readable zip file ({error})") from None
+    if isinstance(source, (str, Path)):
+        source = Path(source)
+        name = name or source.name
+        if source.is_dir():
+            files = [p for p in sorted(source.rglob("*")) if p.is_file()]
+            members = [(p.relative_to(source).as_posix(), p.stat().st_size, p.read_bytes) for p in files]
+            return _collect(name, members)
+    name = name or getattr(source, "name", None) or "the release"
+    try:
+        archive = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        raise ReleaseError(f"{name}: not a readable zip file ({error})") from None
+    with archive:
         infos = [info for info in archive.infolist() if not info.is_dir()]
-        if len(infos) > MAX_MEMBERS:
-            raise ReleaseError(f"{path.name}: {len(infos)} files in the zip; at most {MAX_MEMBERS} are accepted")
-        total = sum(info.file_size for info in infos)
-        compressed = sum(info.compress_size for info in infos) or 1
-        if total > MAX_UNCOMPRESSED_BYTES or total / compressed > MAX_COMPRESSION_RATIO:
-            raise ReleaseError(
-                f"{path.name}: refusing to unpack {total} bytes from {compressed} compressed "
-                f"(limit {MAX_UNCOMPRESSED_BYTES} bytes, ratio {MAX_COMPRESSION_RATIO}); this looks like a zip bomb"
-            )
-        encrypted = [info.filename for info in infos if info.flag_bits & 0x1]
-        if encrypted:
-            raise ReleaseError(f"{path.name}: {encrypted[0][:100]} is encrypted; send an unencrypted zip")
-        members = [(info.filename, info.file_size, lambda i=info: _read_member(path, archive, i)) for info in infos]
-    else:
-        raise ReleaseError(f"{path.name}: not a folder or a zip file")
-    for name, size, read in members:
-        lower = name.lower()
-        if "__macosx" in lower or Path(name).name.startswith("."):
+        check_members(name, infos)
+        members = [(info.filename, info.file_size, lambda i=info: _read_member(name, archive, i)) for info in infos]
+        return _collect(name, members)
+
+
+def _collect(name: str, members) -> Release:
+    release = Release()
+    for member, size, read in members:
+        lower = member.lower()
+        if "__macosx" in lower or Path(member).name.startswith("."):
             continue
         if lower.endswith(".csv") and release.metadata_csv is None:
-            release.metadata_csv = _decode(name, read(), release.rejected)
+            release.metadata_csv = _decode(member, read(), release.rejected)
         elif lower.endswith(".cif"):
             if size > MAX_CIF_BYTES:
-                release.rejected.append({"file": name, "reason": f"CIF of {size} bytes exceeds {MAX_CIF_BYTES}"})
+                release.rejected.append({"file": member, "reason": f"CIF of {size} bytes exceeds {MAX_CIF_BYTES}"})
                 continue
-            text = _decode(name, read(), release.rejected)
+            text = _decode(member, read(), release.rejected)
             if text is not None:
-                release.cifs.append(ReleaseFile(name, text))
+                release.cifs.append(ReleaseFile(member, text))
         else:
-            release.rejected.append({"file": name, "reason": "not a .cif or .csv file"})
+            release.rejected.append({"file": member, "reason": "not a .cif or .csv file"})
     if not release.cifs:
-        raise ReleaseError(f"{path.name}: no .cif files found")
+        aside = "; ".join(f"{item['file'][:100]}: {item['reason']}" for item in release.rejected[:5])
+        raise ReleaseError(f"{name}: no .cif files found" + (f" (set aside: {aside})" if aside else ""), "no_cif")
     return release
+
+
+def read_upload(upload, max_bytes: int) -> Release:
+    """``read_release`` of an uploaded file, after the upload limits: at most ``max_bytes``, a
+    .zip by name. The upload is left at its start, to be stored."""
+    name = Path(upload.name or "upload").name[:100]
+    if upload.size > max_bytes:
+        raise ReleaseError(f"{name} is {upload.size} bytes; the limit is {max_bytes} bytes", "too_large")
+    if not name.lower().endswith(".zip"):
+        raise ReleaseError(f"{name}: not a .zip file; upload a .zip of .cif files", "not_zip")
+    try:
+        upload.seek(0)
+        return read_release(upload, name)
+    finally:
+        upload.seek(0)
 
 
 # --- The AMCSD copy inside larixite ---------------------------------------------------------

@@ -10,7 +10,8 @@ from django.conf import settings
 from django.core.management.base import CommandError
 
 from materials.models import ScreeningBatch, Status
-from materials.screening.ranking import candidates_csv, ranked_rows, stage_rows
+from materials.ranking import RankFilter
+from materials.screening.ranking import batches, candidates_csv, ranked, stage_rows
 
 SHOWN = 10
 
@@ -57,10 +58,10 @@ def run_and_report(command, batch: ScreeningBatch, output: Path | None) -> Scree
             writer.writeheader()
             writer.writerows(rejected)
     command.stdout.write("  top candidates nobody has labelled:")
-    for row in ranked_rows(batch, label="unlabelled", ranked_only=True).select_related("material")[:SHOWN]:
+    for row in ranked(batches().get(pk=batch.pk), RankFilter(label="unlabelled")).page(None, 0, SHOWN):
         command.stdout.write(
-            f"    P={row.probability:.3f} {row.material.reduced_formula:24s} SG {row.material.space_group_number:<3d} "
-            f"{row.stage:8s} {row.reason}"
+            f"    P={row.probability:.3f} {row.decision:11s} {row.reduced_formula:24s} "
+            f"SG {row.space_group_number or 0:<3d} {row.stage:8s} {row.reason}"
         )
     command.stdout.write(
         command.style.SUCCESS(f"batch {batch.pk} '{batch.name}': ranked candidates written to {output}")
