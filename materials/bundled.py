@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from materials import catalogues
 from materials.catalogues import read_text
 from materials.chemistry import parse_formula
 from materials.models import Material, Spectrum
+from materials.structure_files import StructureFileError, read_structure
 
 DEFAULT_DATA_DIR = settings.BASE_DIR / "data"
 FEFF_HEAD_START_RELEASE = "bundled FEFF10 head start (feff10-rs 0.2.4, preset fast)"
@@ -229,17 +229,10 @@ def read_reference_spectra(data_dir: Path) -> list[SpectrumRow]:
 
 
 def _parse_structure(text: str, fmt: str, where: str):
-    from pymatgen.core import Structure
-    from pymatgen.io.cif import CifParser
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            if fmt == "cif":
-                return CifParser.from_str(text).parse_structures(primitive=True)[0]
-            return Structure.from_str(text, fmt="poscar")
-        except Exception as error:  # pymatgen raises many types on bad structure files
-            raise BundledDataError(f"{where}: cannot parse structure ({error})") from None
+    try:  # the stored structure keeps the file's species as they are (oxidation states included)
+        return read_structure(text, fmt, primitive=True, keep_oxidation_states=True)
+    except StructureFileError as error:
+        raise BundledDataError(f"{where}: {error}") from None
 
 
 def read_prototype_matches(path: Path) -> dict[tuple, tuple]:

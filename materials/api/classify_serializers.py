@@ -1,20 +1,18 @@
-"""Serializers of POST /api/classify/: the request (JSON spectra, or uploads), strict point
-checks, and the answer (calibrated probability, decision, reasons)."""
+"""Serializers of POST /api/classify/: the request (JSON spectra, or uploads) and the answer
+(calibrated probability, decision, reasons). What a valid request is lives in
+:mod:`materials.classify_inputs`, shared with ``manage.py classify``: the request serializer
+declares the fields for the schema and hands the body to it.
+"""
 
 from __future__ import annotations
 
-import math
-import warnings
-
-import numpy as np
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from materials.api.serializers import MAX_POINTS, MAX_SPECTRA, MAX_STRUCTURE_SITES, significant
+from materials.classify_inputs import MAX_POINTS, ClassifyInputError, read_request
 from materials.models import BINARY_CLASSES
 from mlcore.decision import DECISIONS, REASON_CODES
-from mlcore.elements import ABSORBING_ELEMENTS, ELEMENTS
-from mlcore.preprocess import MIN_POINTS, k_edge_region_ev, validate_spectrum
+from mlcore.spectrum import MIN_POINTS
 
 POINTS_SCHEMA = {
     "type": "array",
@@ -25,92 +23,13 @@ POINTS_SCHEMA = {
 
 
 @extend_schema_field(POINTS_SCHEMA)
-class PointsField(serializers.Field):
-    """A list of numbers, read straight into a float64 array (no per-item field objects).
-
-    NaN and infinities (which lenient JSON and CSV uploads can carry) are reported with
-    their index by the spectrum checks, not here.
-    """
-
-    default_error_messages = {
-        "not_a_list": "Expected a list of numbers but got {kind}.",
-        "not_a_number": "Every value must be a number; item {index} is {value!r}.",
-        "too_long": f"At most {MAX_POINTS} points are accepted; got {{count}}.",
-    }
-
-    def to_internal_value(self, data):
-        if isinstance(data, np.ndarray):
-            return data.astype(np.float64)
-        if not isinstance(data, (list, tuple)):
-            self.fail("not_a_list", kind=type(data).__name__)
-        if len(data) > MAX_POINTS:
-            self.fail("too_long", count=len(data))
-        for index, value in enumerate(data):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                self.fail("not_a_number", index=index, value=value if not isinstance(value, str) else value[:40])
-        try:
-            return np.array(data, dtype=np.float64)
-        except OverflowError:
-            # An integer beyond float range is not a finite number either.
-            return np.array([float(v) if abs(v) < 1e308 else math.inf for v in data], dtype=np.float64)
-
-    def to_representation(self, value):
-        return significant(value)
+class PointsField(serializers.ListField):
+    """A list of numbers (documentation only: ``classify_inputs`` reads and checks them)."""
 
 
 class SpectrumInputSerializer(serializers.Serializer):
     energies_ev = PointsField(help_text="Photon energies in eV, strictly increasing, at least 10 points.")
     mu = PointsField(help_text="Absorption at each energy (any units; standardized per element).")
-
-
-def check_spectrum_points(element: str, energies: np.ndarray, mu: np.ndarray, sort: bool) -> tuple:
-    """The checks that can be made on one spectrum alone, with field-level messages.
-
-    Returns ``(energies, mu, errors)``; ``errors`` maps field → messages (empty when valid).
-    """
-    errors: dict[str, list[str]] = {}
-    if energies.size != mu.size:
-        errors["mu"] = [f"{mu.size} mu values but {energies.size} energies; give one mu value per energy"]
-        return energies, mu, errors
-    if energies.size < MIN_POINTS:
-        errors["energies_ev"] = [f"{energies.size} points; at least {MIN_POINTS} are needed"]
-        return energies, mu, errors
-    for name, values in (("energies_ev", energies), ("mu", mu)):
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            index = int(bad[0])
-            kind = "NaN" if np.isnan(values[index]) else "infinite"
-            errors[name] = [
-                f"{name}[{index}] is {kind} ({bad.size} non-finite value(s) in all); "
-                "every value must be a finite number"
-            ]
-    if errors:
-        return energies, mu, errors
-    if sort:
-        order = np.argsort(energies, kind="stable")
-        energies, mu = energies[order], mu[order]
-    steps = np.diff(energies)
-    bad = np.flatnonzero(steps <= 0)
-    if bad.size:
-        index = int(bad[0]) + 1
-        what = "repeats" if steps[bad[0]] == 0 else "decreases"
-        hint = "" if sort else " (set sort_energies to sort digitised data first)"
-        errors["energies_ev"] = [
-            f"energies must be strictly increasing; energy {energies[index]:.6g} eV at index {index} {what}{hint}"
-        ]
-        return energies, mu, errors
-    low, high = k_edge_region_ev(element)
-    if energies[-1] < low or energies[0] > high:
-        errors["energies_ev"] = [
-            f"{element} energies {energies[0]:.1f}-{energies[-1]:.1f} eV are outside the {element} K-edge region "
-            f"{low:.1f}-{high:.1f} eV"
-        ]
-        return energies, mu, errors
-    try:
-        energies, mu = validate_spectrum(element, energies, mu)
-    except ValueError as error:  # anything mlcore checks that is not covered above
-        errors["non_field_errors"] = [str(error)]
-    return energies, mu, errors
 
 
 class ClassifyRequestSerializer(serializers.Serializer):
@@ -144,118 +63,12 @@ class ClassifyRequestSerializer(serializers.Serializer):
         default=False, help_text="Sort the points by energy first (digitised data); duplicates are still refused."
     )
 
-    def validate_spectra(self, spectra):
-        if not spectra:
-            raise serializers.ValidationError("give at least one spectrum")
-        if len(spectra) > MAX_SPECTRA:
-            raise serializers.ValidationError(f"at most {MAX_SPECTRA} spectra per material")
-        sort = bool(self.initial_data.get("sort_energies") in (True, "true", "True", "1", 1, "on"))
-        errors, cleaned = {}, {}
-        for element, spectrum in spectra.items():
-            if element not in ABSORBING_ELEMENTS:
-                known = "H or He (no K-edge XANES in range)" if element in ("H", "He") else "not an element symbol"
-                errors[element] = [f"unknown absorbing element {element[:10]!r} ({known}); use Li to Pu"]
-                continue
-            energies, mu, problems = check_spectrum_points(element, spectrum["energies_ev"], spectrum["mu"], sort)
-            if problems:
-                errors[element] = problems
-            else:
-                cleaned[element] = (energies, mu)
-        if errors:
-            raise serializers.ValidationError(errors)
-        return cleaned
-
-    def validate_formula(self, formula):
-        if not formula:
-            return None
-        from materials.chemistry import parse_formula
-
+    def to_internal_value(self, data):
+        """The checked :class:`~materials.classify_inputs.Submission` (one set of rules with the CLI)."""
         try:
-            parsed = parse_formula(formula)
-        except ValueError as error:
-            raise serializers.ValidationError(str(error)) from None
-        if any(element not in ELEMENTS for element in parsed.elements):
-            raise serializers.ValidationError(f"{formula!r} has elements beyond Pu")
-        return parsed
-
-    def validate_structure(self, value):
-        if value in (None, "", {}):
-            return None
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("expected a pymatgen Structure.as_dict() object")
-        sites = value.get("sites")
-        if not isinstance(sites, list) or not sites:
-            raise serializers.ValidationError("a pymatgen Structure dict needs a non-empty 'sites' list")
-        if len(sites) > MAX_STRUCTURE_SITES:
-            raise serializers.ValidationError(f"{len(sites)} sites; at most {MAX_STRUCTURE_SITES} are accepted")
-        from pymatgen.core import Structure
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                structure = Structure.from_dict(value)
-            except Exception as error:  # pymatgen raises many types for malformed dicts
-                raise serializers.ValidationError(f"not a pymatgen Structure: {str(error)[:200]}") from None
-        try:
-            structure.remove_oxidation_states()  # species such as Co3+ count as their element
-        except ValueError:
-            pass  # a dummy species (not an element): refused just below
-        unknown = [str(e) for e in structure.composition.elements if str(e) not in ELEMENTS]
-        if unknown:
-            raise serializers.ValidationError(f"elements beyond Pu: {', '.join(unknown)}")
-        return structure
-
-    def validate(self, attrs):
-        structure, parsed = attrs.get("structure"), attrs.get("formula")
-        warnings_out: list[str] = []
-        composition, composition_source = None, "spectra"
-        if parsed is not None:
-            composition, composition_source = dict(parsed.fractions), "formula"
-        if structure is not None:
-            from_structure = {str(e): float(x) for e, x in structure.composition.fractional_composition.items()}
-            if composition is not None and set(composition) != set(from_structure):
-                raise serializers.ValidationError(
-                    {"formula": [f"elements of the formula and of the structure differ ({parsed.formula})"]}
-                )
-            if composition is None:
-                composition, composition_source = from_structure, "structure"
-        space_group, space_group_source = attrs.get("space_group"), "payload"
-        if structure is not None:
-            found = structure_space_group(structure)
-            if space_group is None:
-                space_group, space_group_source = found, "structure"
-            elif found is not None and found != space_group:
-                warnings_out.append(f"space group {space_group} given; the structure's symmetry is {found}")
-        if space_group is None:
-            space_group_source = None
-        spectra = attrs["spectra"]
-        if composition is not None:
-            outside = sorted(set(spectra) - set(composition))
-            if outside:
-                raise serializers.ValidationError(
-                    {"spectra": {e: [f"{e} is not in the material's composition"] for e in outside}}
-                )
-        else:
-            composition = {element: 1.0 / len(spectra) for element in spectra}
-        attrs.update(
-            composition=composition,
-            composition_source=composition_source,
-            space_group=space_group,
-            space_group_source=space_group_source,
-            warnings=warnings_out,
-        )
-        return attrs
-
-
-def structure_space_group(structure) -> int | None:
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return int(SpacegroupAnalyzer(structure, symprec=0.1).get_space_group_number())
-        except Exception:  # spglib fails on some inputs (disorder, overlapping sites)
-            return None
+            return read_request(data)
+        except ClassifyInputError as error:
+            raise serializers.ValidationError(error.errors) from None
 
 
 class ClassifyUploadSerializer(serializers.Serializer):

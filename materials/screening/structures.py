@@ -8,24 +8,24 @@ milliseconds, where pymatgen's ``CifParser`` takes tens. A CIF it cannot read th
 goes through ``CifParser`` (the same answer, slower).
 
 ``parse_cif`` is stage 2's parse: the ordered primitive pymatgen ``Structure`` FEFF
-computes from, only for the budgeted materials.
+computes from, only for the budgeted materials. Both build a ``Structure`` with
+:func:`materials.structure_files.read_structure`, the one parse of a structure file.
 """
 
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from materials.structure_files import SYMPREC_ANGSTROM, read_structure, space_group_number
 from mlcore.elements import ELEMENTS
 
 #: Fractional distance under which two images of a site are the same position.
 SITE_TOLERANCE = 1e-3
-SYMPREC_ANGSTROM = 0.1
 ICSD_CODE = re.compile(r"_database_code_ICSD\s+(\d+)")
 AMCSD_CODE = re.compile(r"_database_code_amcsd\s+(\d+)")
 ICSD_FILENAME = re.compile(r"(?:icsd[_-]?)?(\d+)", re.IGNORECASE)
@@ -254,34 +254,13 @@ def _summary(name, amounts: dict[str, float], number: int, nsites: int, ordered:
 
 
 def _pymatgen_summary(name: str, text: str) -> StructureSummary:
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    structure = _pymatgen_structure(text, primitive=False)
-    try:
-        number = SpacegroupAnalyzer(structure, symprec=SYMPREC_ANGSTROM).get_space_group_number()
-    except Exception as error:  # spglib failures surface as several types
-        raise ValueError(f"symmetry analysis failed: {error}") from None
+    structure = read_structure(text, "cif", primitive=False)
+    number = space_group_number(structure, SYMPREC_ANGSTROM)
     amounts: dict[str, float] = {}
     for element, amount in structure.composition.items():
         symbol = getattr(element, "symbol", str(element))
         amounts[symbol] = amounts.get(symbol, 0.0) + float(amount)
     return _summary(name, amounts, number, len(structure), structure.is_ordered)
-
-
-def _pymatgen_structure(text: str, primitive: bool):
-    from pymatgen.io.cif import CifParser
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            structures = CifParser.from_str(text).parse_structures(primitive=primitive)
-        except Exception as error:  # pymatgen raises many types for malformed CIFs
-            raise ValueError(f"cannot parse CIF: {str(error).splitlines()[0][:200]}") from None
-    if not structures:
-        raise ValueError("the CIF holds no structure")
-    structure = structures[0]
-    structure.remove_oxidation_states()  # ICSD CIFs name species (Co3+); the elements are what is stored
-    return structure
 
 
 def parse_cif(item) -> ParsedStructure:
@@ -292,18 +271,13 @@ def parse_cif(item) -> ParsedStructure:
     ValueError
         With the reason the CIF cannot be used for FEFF.
     """
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
-
-    structure = _pymatgen_structure(item.text, primitive=True)
+    structure = read_structure(item.text, "cif", primitive=True)
     unknown = sorted({getattr(s, "symbol", str(s)) for s in structure.composition.elements} - _KNOWN)
     if unknown:
         raise ValueError(f"unknown element(s) {', '.join(unknown)}: not chemical elements from H to Pu")
     if not structure.is_ordered:
         raise ValueError("partial occupancy (disordered structure); FEFF needs an ordered structure")
-    try:
-        number = SpacegroupAnalyzer(structure, symprec=SYMPREC_ANGSTROM).get_space_group_number()
-    except Exception as error:  # spglib failures surface as several types
-        raise ValueError(f"symmetry analysis failed: {error}") from None
+    number = space_group_number(structure, SYMPREC_ANGSTROM)
     icsd_id, _ = _identifiers(item.name, item.text)
     return ParsedStructure(file=item.name, structure=structure, icsd_id=icsd_id, space_group_number=number)
 

@@ -1,10 +1,11 @@
 """``manage.py classify``: classify one material from spectrum files, as ``POST /api/classify/`` does.
 
-The same readers, checks and limits as the API: a JSON file holds the API's request body
+The same readers, checks and answer as the API (:mod:`materials.classify_inputs`,
+:func:`materials.classify.classify_submission`): a JSON file holds the API's request body
 (``{"spectra": {"Co": {"energies_ev": [...], "mu": [...]}}, "formula": ..., "space_group": ...}``);
 CSV/text and XDI files are read like multipart uploads (one file per element, or an
 ``element, energy, mu`` table). Nothing is stored. Bad input stops with a message naming
-the file and the problem.
+the file and the problem; ``--json`` writes the API's response body.
 """
 
 from __future__ import annotations
@@ -14,6 +15,15 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+
+from materials.classify import ModelUnavailable, classify_submission
+from materials.classify_inputs import (
+    ClassifyInputError,
+    check_submission,
+    read_request,
+    read_structure_upload,
+    spectra_from_files,
+)
 
 EXAMPLES = """
 Examples:
@@ -54,20 +64,20 @@ class Command(BaseCommand):
         parser.add_argument("--json", dest="as_json", action="store_true", help="print the answer as JSON")
 
     def handle(self, *args, files, element, formula, space_group, structure, sort_energies, as_json: bool, **options):
-        from rest_framework.exceptions import ValidationError
-
-        from materials.api.classify_serializers import ClassifyRequestSerializer
-
+        raw = read_files([*files, *([structure] if structure else [])])
         try:
-            payload = self.payload(files, element, formula, space_group, structure, sort_energies)
-            body = ClassifyRequestSerializer(data=payload)
-            body.is_valid(raise_exception=True)
-        except ValidationError as error:
-            raise CommandError("invalid input: " + "; ".join(flatten(error.detail))) from None
-        answer = self.classify(body.validated_data)
+            submission = self.submission(files, raw, element, formula, space_group, structure, sort_energies)
+            answer = classify_submission(submission)
+        except ClassifyInputError as error:
+            raise CommandError(f"invalid input: {error}") from None
+        except ModelUnavailable as error:
+            raise CommandError(str(error)) from None
         if as_json:
-            self.stdout.write(_json_dumps(answer))
+            self.stdout.write(json.dumps(answer, indent=1))
             return
+        self.write_answer(answer)
+
+    def write_answer(self, answer: dict) -> None:
         calibrated = "calibrated " if answer["calibrated"] else ""
         band = answer["band"]
         style = self.style.WARNING if answer["decision"] == "abstain" else self.style.SUCCESS
@@ -86,77 +96,57 @@ class Command(BaseCommand):
         for note in answer["warnings"]:
             self.stdout.write(self.style.WARNING(f"  {note}"))
 
-    def payload(self, files, element, formula, space_group, structure, sort_energies) -> dict:
-        from rest_framework.exceptions import ValidationError
-
-        from materials.api.parsers import SpectrumFileError, read_spectrum_file
-
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE  # the API's limit on a classify request
-        raw = {}
-        for path in [*files, *([structure] if structure else [])]:
-            if not path.is_file():
-                raise CommandError(f"{path}: no such file")
-            size = path.stat().st_size
-            if size > limit:
-                raise CommandError(f"{path}: {size} bytes; the limit is {limit} bytes (as for POST /api/classify/)")
-            raw[path] = path.read_bytes()
+    def submission(self, files, raw, element, formula, space_group, structure, sort_energies):
+        """The checked submission: a JSON request body (options override its fields), or spectrum files."""
         if any(path.suffix.lower() == ".json" for path in files):
             if len(files) != 1:
                 raise CommandError("a .json file holds the whole request: give it alone")
-            path = files[0]
-            try:
-                payload = json.loads(raw[path].decode("utf-8-sig"))
-            except UnicodeDecodeError as error:
-                raise CommandError(f"{path}: not UTF-8 text (bad byte at offset {error.start})") from None
-            except json.JSONDecodeError as error:
-                raise CommandError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
-            if not isinstance(payload, dict) or "spectra" not in payload:
-                raise CommandError(f"{path}: expected a JSON object with a 'spectra' field")
-        else:
-            spectra: dict[str, dict] = {}
-            for path in files:
-                try:
-                    found = read_spectrum_file(path.name, raw[path], element)
-                except SpectrumFileError as error:
-                    raise CommandError(f"{path}: {error}") from None
-                for symbol, (energies, mu) in found.items():
-                    if symbol in spectra:
-                        raise CommandError(f"{path}: a second {symbol} spectrum")
-                    spectra[symbol] = {"energies_ev": energies, "mu": mu}
-            payload = {"spectra": spectra}
-        for key, value in (("formula", formula), ("space_group", space_group)):
-            if value is not None:
-                payload[key] = value
-        if sort_energies:
-            payload["sort_energies"] = True
-        if structure is not None:
-            from django.core.files.uploadedfile import SimpleUploadedFile
+            payload = read_json(files[0], raw[files[0]])
+            for key, value in (("formula", formula), ("space_group", space_group)):
+                if value is not None:
+                    payload[key] = value
+            if sort_energies:
+                payload["sort_energies"] = True
+            if structure is not None:
+                payload["structure"] = self.structure(structure, raw)
+            return read_request(payload)
+        spectra = spectra_from_files([(path.name, raw[path]) for path in files], element)
+        return check_submission(
+            spectra,
+            formula=formula,
+            space_group=space_group,
+            structure=self.structure(structure, raw) if structure is not None else None,
+            sort_energies=sort_energies,
+        )
 
-            from materials.api.classify import structure_from_file
-
-            try:
-                payload["structure"] = structure_from_file(SimpleUploadedFile(structure.name, raw[structure]))
-            except ValidationError as error:
-                raise CommandError(f"{structure}: " + "; ".join(flatten(error.detail))) from None
-        return payload
-
-    def classify(self, data) -> dict:
-        """The API's answer (``ClassifyView.answer``), its errors as command errors."""
-        from rest_framework.exceptions import APIException, ValidationError
-
-        from materials.api.classify import ClassifyView
-        from materials.models import ModelVersion
-
-        version = ModelVersion.objects.production()
-        if version is None:
-            raise CommandError("no production model: train one and promote it first (manage.py train --promote)")
+    def structure(self, path: Path, raw: dict):
         try:
-            return ClassifyView().answer(version, data)
-        except ValidationError as error:
-            raise CommandError("invalid input: " + "; ".join(flatten(error.detail))) from None
-        except APIException as error:  # the model cannot be loaded
-            raise CommandError(str(error.detail)) from None
+            return read_structure_upload(path.name, raw[path])
+        except ClassifyInputError as error:
+            raise CommandError(f"{path}: {error}") from None
 
 
-def _json_dumps(value) -> str:
-    return json.dumps(value, indent=1, default=float)
+def read_files(paths: list[Path]) -> dict[Path, bytes]:
+    """Each file's bytes, within the API's limit on a classify request."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    raw = {}
+    for path in paths:
+        if not path.is_file():
+            raise CommandError(f"{path}: no such file")
+        size = path.stat().st_size
+        if size > limit:
+            raise CommandError(f"{path}: {size} bytes; the limit is {limit} bytes (as for POST /api/classify/)")
+        raw[path] = path.read_bytes()
+    return raw
+
+
+def read_json(path: Path, raw: bytes) -> dict:
+    try:
+        payload = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as error:
+        raise CommandError(f"{path}: not UTF-8 text (bad byte at offset {error.start})") from None
+    except json.JSONDecodeError as error:
+        raise CommandError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(payload, dict) or "spectra" not in payload:
+        raise CommandError(f"{path}: expected a JSON object with a 'spectra' field")
+    return payload
