@@ -514,3 +514,29 @@ def test_the_command_queues_a_job_that_a_real_worker_runs(server, mp_settings):
     assert job.status == Status.DONE, job.error
     assert f"Queued job #{job.pk} on the {queue!r} queue" in out.getvalue()
     assert Material.objects.count() == job.result["materials_stored"] == len(COMPLETE)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda x, y: (x, y[:-7]), "93 mu values but 100 energies"),
+        (lambda x, y: (x[:9], y[:9]), "9 points; at least 10 are needed"),
+        (lambda x, y: (x, y[:5] + [float("nan")] + y[6:]), r"mu\[5\] is NaN"),
+        (lambda x, y: (x[:10] + [x[9]] + x[11:], y), "index 10 repeats"),
+        (lambda x, y: ([e - 3000 for e in x], y), "outside the Co K-edge region"),
+    ],
+)
+def test_an_xas_document_with_a_bad_spectrum_is_refused_by_the_one_spectrum_rule(change, message):
+    """Materials Project spectra are checked by ``mlcore.spectrum.validate_spectrum``, as uploads are."""
+    import json
+    from types import SimpleNamespace
+
+    from materials.ingest.mp_documents import parse_xas
+
+    record = json.loads((REPO / "data" / "reference" / "licoo2_co_k_mp.json").read_text())
+    x, y = change(list(record["energies_ev"]), list(record["mu"]))
+    doc = SimpleNamespace(
+        task_id="mp-24850", absorbing_element="Co", edge="K", spectrum_type="XANES", spectrum=SimpleNamespace(x=x, y=y)
+    )
+    with pytest.raises(MalformedDocumentError, match=r"XAS document of mp-24850 \(Co K-edge\): .*" + message):
+        parse_xas(doc, DB_VERSION)

@@ -13,8 +13,8 @@ import numpy as np
 
 from materials.chemistry import parse_formula
 from materials.ingest.mp_http import MPIngestError
+from mlcore.spectrum import SpectrumError, validate_spectrum
 
-MIN_POINTS = 10
 SUMMARY_FIELDS = [
     "material_id",
     "formula_pretty",
@@ -196,14 +196,10 @@ def parse_xas(doc, db_version: str) -> tuple[str, FetchedSpectrum] | None:
         mu = np.asarray(spectrum.y, dtype=float)
     except (AttributeError, TypeError, ValueError) as error:
         raise bad(f"spectrum is not numeric ({error})") from None
-    if energies.ndim != 1 or energies.shape != mu.shape:
-        raise bad(f"{energies.size} energies but {mu.size} intensities")
-    if energies.size < MIN_POINTS:
-        raise bad(f"only {energies.size} points; at least {MIN_POINTS} are needed")
-    if not (np.isfinite(energies).all() and np.isfinite(mu).all()):
-        raise bad("NaN or infinite values")
-    if (np.diff(energies) <= 0).any():
-        raise bad("energies are not strictly increasing")
+    try:  # the one rule of a valid spectrum, as for every other source
+        energies, mu = validate_spectrum(element, energies, mu)
+    except SpectrumError as error:
+        raise bad(error.problem) from None
     last_updated = getattr(doc, "last_updated", None)
     return mp_id, FetchedSpectrum(
         element=element,
