@@ -1,10 +1,11 @@
 """Computing missing spectra of stored materials with FEFF (the Django side of
 ``materials/feff.py``).
 
-``compute_material_spectra`` is what a ``feff`` task runs: it computes one element's
-K edge of one material and stores it as a ``Spectrum`` in one transaction, so a
-failure anywhere leaves no row behind, and it skips an element that already has a
-FEFF spectrum, so a re-delivered task does no work twice. ``missing_spectra`` and
+``compute_job_spectrum`` is what a ``feff`` task runs: a scratch directory and
+progress around ``compute_material_spectra``, which computes one element's K edge of
+one material and stores it as a ``Spectrum`` in one transaction, so a failure
+anywhere leaves no row behind, and skips an element that already has a FEFF
+spectrum, so a re-delivered task does no work twice. ``missing_spectra`` and
 ``materials_lacking_spectra`` choose what ``manage.py compute_spectra`` enqueues.
 """
 
@@ -22,7 +23,7 @@ from django.db import transaction
 
 from materials import feff
 from materials.feff import FeffError
-from materials.models import Material, Spectrum, elements_key
+from materials.models import Job, Material, Spectrum, elements_key
 
 #: Seconds FEFF may take for one (material, element), every inequivalent site included.
 #: The ``mp`` preset took 53 min for the single Co site of LiCoO2 on the 2-core
@@ -129,6 +130,28 @@ def compute_material_spectra(
         structure_of(material), element, preset, sites="all", work_dir=work_dir, timeout_s=timeout_s, progress=progress
     )
     return store_result(material, result, preset)
+
+
+def compute_job_spectrum(job: Job) -> dict:
+    """Run one ``compute_spectra`` job (``job.parameters``: ``material_id``, ``element``,
+    optional ``preset``) in a scratch directory of its own, with FEFF's budget and the job's
+    progress kept current; returns the JSON result for ``Job.result``."""
+    parameters, root = job.parameters, scratch_root()
+    remove_stale_scratch(root)
+
+    def progress(done: int, total: int, message: str) -> None:
+        job.report_progress(done / max(total, 1), message)
+
+    with tempfile.TemporaryDirectory(prefix="feff-", dir=root) as scratch:
+        outcome = compute_material_spectra(
+            parameters["material_id"],
+            parameters["element"],
+            parameters.get("preset", "fast"),
+            work_dir=scratch,
+            timeout_s=FEFF_BUDGET_S,
+            progress=progress,
+        )
+    return outcome.as_result()
 
 
 def structure_of(material: Material):

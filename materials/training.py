@@ -383,6 +383,8 @@ def promote(model_version_id: int) -> ModelVersion:
 
 # --- One training at a time per split ----------------------------------------------------
 
+#: What a run waiting for ``training_lock`` shows.
+QUEUED_MESSAGE = "queued: another training of the same split is running"
 #: High 32 bits of the PostgreSQL advisory-lock key of a split's training ("TRAN").
 TRAINING_LOCK_NAMESPACE = 0x5452414E
 
@@ -446,10 +448,6 @@ def training_lock(dataset_id: int | None, on_wait=None, poll_s: float = 1.0):
         yield
     finally:
         release()
-
-
-def mark_failed_version(run: TrainingRun) -> None:
-    ModelVersion.objects.filter(pk=run.model_version_id).update(status=ModelVersion.State.FAILED)
 
 
 # --- Provenance -------------------------------------------------------------------

@@ -184,7 +184,7 @@ def test_stage_two_on_a_real_worker_survives_a_kill_and_a_rerun_computes_nothing
     import psycopg
 
     from materials.screening.pipeline import create_batch, screen_batch
-    from materials.tasks.feff import run_screening_jobs
+    from materials.screening.stage2 import run_feff_jobs
     from tests.test_faults import blocked_on_lock, child_pids, kill_9, log_file
     from tests.workers import celery_worker, require_broker, test_database_url, wait_for
 
@@ -211,7 +211,7 @@ def test_stage_two_on_a_real_worker_survives_a_kill_and_a_rerun_computes_nothing
         gate.execute("SELECT id FROM materials_material WHERE id = %s FOR UPDATE", [material.pk])
         with celery_worker(queues=["feff"], concurrency=1, extra_env=env) as (worker, _queue):
             log = log_file(worker)
-            run_screening_jobs(jobs)
+            run_feff_jobs(jobs)
             wait_for(lambda: blocked_on_lock('UPDATE "materials_material"'), timeout=600)
             kill_9(child_pids(worker.pid))
             gate.rollback()  # the killed job's spectrum is rolled back with its transaction

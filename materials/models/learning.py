@@ -131,6 +131,11 @@ class TrainingRun(TrackedWork):
     def __str__(self) -> str:
         return f"Training of {self.model_version} ({self.status})"
 
+    def mark_failed(self, error: str) -> None:
+        """Fail the run and, with it, its model version."""
+        super().mark_failed(error)
+        ModelVersion.objects.filter(pk=self.model_version_id).update(status=ModelVersion.State.FAILED)
+
 
 class Prediction(models.Model):
     material = models.ForeignKey(Material, on_delete=models.CASCADE, related_name="predictions")

@@ -89,6 +89,17 @@ class Job(TrackedWork):
     def __str__(self) -> str:
         return f"{self.kind} #{self.pk} ({self.status})"
 
+    def count_delivery(self) -> int:
+        """Record one more delivery of this job's task in ``result["attempts"]``; return the count.
+
+        A job found ``running`` was started by a delivery whose worker died; any other
+        status (a first delivery, or a failed job run again on purpose) starts from 1.
+        """
+        attempts = int((self.result or {}).get("attempts", 0)) + 1 if self.status == Status.RUNNING else 1
+        self.result = {**(self.result or {}), "attempts": attempts}
+        Job.objects.filter(pk=self.pk).update(result=self.result)
+        return attempts
+
     @classmethod
     def count_classified_chunk(cls, job_id: int, predicted: int) -> None:
         """Count one chunk of a ``classify`` job (``predicted`` new predictions) under a row

@@ -21,13 +21,17 @@ Materials whose spectra are already stored are classified at once, for free.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 
-from django.db import transaction
+from django.conf import settings
+from django.db import connection, transaction
 from django.db.models import F, FloatField, OuterRef, Subquery, Value
 from django.db.models.functions import Abs, Concat
 
 from materials import feff
 from materials.models import Job, Material, ModelVersion, Prediction, ScreeningBatch, ScreeningRow, Status
+from materials.screening.processes import django_on_database
 from materials.screening.release import read_files
 from materials.screening.structures import parse_cif
 from materials.spectra_compute import missing_spectra
@@ -218,6 +222,44 @@ def _write_reasons(batch: ScreeningBatch) -> None:
     for label in ("topological", "trivial"):
         prior_rows.filter(feff_blocker="", material__label=label).update(reason=f"known: a catalogue labels it {label}")
     prior_rows.filter(reason="").update(reason=OUTSIDE_BUDGET)
+
+
+# --- Running the FEFF jobs -------------------------------------------------------------------
+
+#: The ``feff`` queue's task that runs one stage-2 job: ``compute_spectrum``, then ``settle_feff_job``.
+SCREENING_SPECTRUM = "materials.screening_spectrum"
+
+
+def run_feff_jobs(job_ids: list[int]) -> None:
+    """Hand a screening's FEFF jobs to the ``feff`` queue; without a broker run them here,
+    in ``SCREEN_FEFF_PROCESSES`` processes (each runs the task as a worker would)."""
+    from celery import group
+
+    from materials import jobs
+
+    if not job_ids:
+        return
+    if not jobs.runs_in_process():
+        group(jobs.task(SCREENING_SPECTRUM).s(job_id) for job_id in job_ids).apply_async()
+        return
+    processes = min(settings.SCREEN_FEFF_PROCESSES, len(job_ids))
+    database = connection.settings_dict
+    in_memory = connection.vendor == "sqlite" and ("memory" in str(database["NAME"]) or database["NAME"] == "")
+    if processes <= 1 or in_memory or multiprocessing.current_process().daemon:
+        for job_id in job_ids:
+            _run_feff_job(job_id)
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding TensorFlow threads and sockets
+    with ProcessPoolExecutor(
+        processes, mp_context=context, initializer=django_on_database, initargs=(database["NAME"],)
+    ) as pool:
+        list(pool.map(_run_feff_job, job_ids))
+
+
+def _run_feff_job(job_id: int) -> None:
+    from materials import jobs
+
+    jobs.task(SCREENING_SPECTRUM).apply(args=[job_id])
 
 
 # --- After each FEFF job ---------------------------------------------------------------------

@@ -42,6 +42,6 @@ def promote_model(job_id: int, model_version_id: int) -> None:
 def screen_release(batch_id: int) -> None:
     """Screen one release: stage 1 here, stage 2's FEFF jobs on the ``feff`` queue."""
     from materials.screening.pipeline import screen_batch
-    from materials.tasks.feff import run_screening_jobs
+    from materials.screening.stage2 import run_feff_jobs
 
-    run_screening_jobs(screen_batch(batch_id))
+    run_feff_jobs(screen_batch(batch_id))

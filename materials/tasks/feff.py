@@ -28,40 +28,14 @@ Why it is safe to re-run, and what happens when things go wrong:
 
 from __future__ import annotations
 
-import multiprocessing
-import tempfile
-from concurrent.futures import ProcessPoolExecutor
-
-from celery import group, shared_task
-from django.conf import settings
-from django.db import connection
+from celery import shared_task
 
 from materials.models import Job, Status
-from materials.screening.processes import django_on_database
-from materials.spectra_compute import (  # the time limits: also read by manage.py compute_spectra
-    FEFF_BUDGET_S,
-    SOFT_TIME_LIMIT_S,
-    TIME_LIMIT_S,
-    compute_material_spectra,
-    remove_stale_scratch,
-    scratch_root,
-)
+from materials.spectra_compute import SOFT_TIME_LIMIT_S, TIME_LIMIT_S, compute_job_spectrum
 from materials.tasks.base import run_tracked
 
 MAX_ATTEMPTS = 3
-
-
-def _count_attempt(job: Job) -> int:
-    """Record this delivery in ``job.result["attempts"]`` and return the count.
-
-    A job found ``running`` was started by a delivery whose worker died.
-    """
-    attempts = int((job.result or {}).get("attempts", 0)) + 1
-    if job.status != Status.RUNNING:  # a first delivery, or a failed job run again on purpose
-        attempts = 1
-    job.result = {**(job.result or {}), "attempts": attempts}
-    Job.objects.filter(pk=job.pk).update(result=job.result)
-    return attempts
+WORKER_LOST = "the worker was lost each time (killed, or out of memory)"
 
 
 @shared_task(name="materials.compute_spectrum", soft_time_limit=SOFT_TIME_LIMIT_S, time_limit=TIME_LIMIT_S)
@@ -70,32 +44,11 @@ def compute_spectrum(job_id: int) -> None:
     job = Job.objects.get(pk=job_id)
     if job.status == Status.DONE:
         return
-    attempts = _count_attempt(job)
+    attempts = job.count_delivery()
     if attempts > MAX_ATTEMPTS:
-        job.mark_failed(
-            f"gave up after {MAX_ATTEMPTS} attempts: the worker was lost each time (killed, or out of memory)"
-        )
+        job.mark_failed(f"gave up after {MAX_ATTEMPTS} attempts: {WORKER_LOST}")
         return
-    parameters = job.parameters
-    root = scratch_root()
-    remove_stale_scratch(root)
-
-    def work() -> dict:
-        def progress(done: int, total: int, message: str) -> None:
-            job.report_progress(done / max(total, 1), message)
-
-        with tempfile.TemporaryDirectory(prefix="feff-", dir=root) as scratch:
-            outcome = compute_material_spectra(
-                parameters["material_id"],
-                parameters["element"],
-                parameters.get("preset", "fast"),
-                work_dir=scratch,
-                timeout_s=FEFF_BUDGET_S,
-                progress=progress,
-            )
-        return {**outcome.as_result(), "attempts": attempts}
-
-    run_tracked(job, work)
+    run_tracked(job, lambda: {**compute_job_spectrum(job), "attempts": attempts})
 
 
 @shared_task(name="materials.screening_spectrum", soft_time_limit=SOFT_TIME_LIMIT_S, time_limit=TIME_LIMIT_S)
@@ -108,26 +61,7 @@ def screening_spectrum(job_id: int) -> None:
 
 
 def run_screening_jobs(job_ids: list[int]) -> None:
-    """Hand a screening's FEFF jobs to the ``feff`` queue; without a broker run them here,
-    in ``SCREEN_FEFF_PROCESSES`` processes (each runs the task as a worker would)."""
-    if not job_ids:
-        return
-    if not settings.CELERY_TASK_ALWAYS_EAGER:
-        group(screening_spectrum.s(job_id) for job_id in job_ids).apply_async()
-        return
-    processes = min(settings.SCREEN_FEFF_PROCESSES, len(job_ids))
-    database = connection.settings_dict
-    in_memory = connection.vendor == "sqlite" and ("memory" in str(database["NAME"]) or database["NAME"] == "")
-    if processes <= 1 or in_memory or multiprocessing.current_process().daemon:
-        for job_id in job_ids:
-            screening_spectrum.apply(args=[job_id])
-        return
-    context = multiprocessing.get_context("spawn")  # no fork of a process holding TensorFlow threads and sockets
-    with ProcessPoolExecutor(
-        processes, mp_context=context, initializer=django_on_database, initargs=(database["NAME"],)
-    ) as pool:
-        list(pool.map(_run_screening_job, job_ids))
+    """Kept for ``bench/bench_release.py``; the home is ``screening.stage2.run_feff_jobs``."""
+    from materials.screening.stage2 import run_feff_jobs
 
-
-def _run_screening_job(job_id: int) -> None:
-    screening_spectrum.apply(args=[job_id])
+    run_feff_jobs(job_ids)
