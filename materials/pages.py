@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from materials import figures
-from materials.models import ElementMetric, Material, ModelVersion, Spectrum
+from materials.models import ElementMetric, Material, ModelVersion, Prediction, Spectrum
 from mlcore.spectrum import MIN_POINTS, find_e0
 
 logger = logging.getLogger(__name__)
@@ -277,6 +277,7 @@ class Explanation:
     off_scale: list[str] = field(default_factory=list)
     standardized: list[dict] = field(default_factory=list)
     note: str = ""
+    stored: bool = False  # probability and decision are the stored Prediction's, as listed above
 
     @property
     def driver(self) -> tuple[str, float] | None:
@@ -299,6 +300,11 @@ class Explanation:
 
 def explain_material(material: Material, version: ModelVersion | None, spectra: list[Spectrum]) -> Explanation:
     """Run the production model on one material (a few forward passes), for the detail page.
+
+    The probability and decision shown are the stored prediction's when the answering model
+    has one (the page lists it among the predictions: one number per model); the run gives
+    what the store does not keep: per-element contributions, trust and the standardized
+    spectra, and the answer for a material no model has classified yet.
 
     Never raises: a missing artifact, a spectrum outside the model's energy window or
     a model without spectra turn into a note the page shows.
@@ -334,6 +340,14 @@ def explain_material(material: Material, version: ModelVersion | None, spectra: 
     explanation.raw_probability = classification.raw_probability
     explanation.decision = classification.decision
     explanation.reasons = classification.reasons
+    stored = stored_prediction(material, classification.model_version)
+    if stored is not None:  # one number per model on the page: the stored prediction's
+        explanation.stored = True
+        explanation.probability = stored.calibrated_probability
+        explanation.predicted_class = stored.predicted_class
+        explanation.raw_probability = stored.probability
+        explanation.decision = stored.decision
+        explanation.reasons = stored.reasons
     explanation.band = classification.band
     explanation.calibrated = classification.calibrated
     explanation.answered_by = classification.answered_by
@@ -356,6 +370,18 @@ def explain_material(material: Material, version: ModelVersion | None, spectra: 
     if bundle.preprocessor is not None:
         explanation.standardized = standardized_traces(bundle.preprocessor, records.spectra[0])
     return explanation
+
+
+def stored_prediction(material: Material, version_id: int):
+    """The material's stored prediction by model ``version_id`` with its calibrated probability,
+    decision and reasons (the predictions table's rule), or None."""
+    from materials.decisions import decide_rows, rule_from_metrics
+
+    stored = Prediction.objects.filter(material=material, model_version_id=version_id)
+    prediction = stored.select_related("model_version").first()
+    if prediction is not None:
+        decide_rows([prediction], rule_from_metrics(prediction.model_version))
+    return prediction
 
 
 def edge_energy_ev(energies_ev: np.ndarray, mu: np.ndarray) -> float:

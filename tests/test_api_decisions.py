@@ -297,6 +297,33 @@ def test_the_material_page_shows_the_calibrated_probability_and_the_decision(cli
     Prediction.objects.filter(material=material).delete()
 
 
+def test_the_material_page_shows_the_stored_prediction_and_no_second_number(trained_world, db):
+    """With a stored prediction of the production model, the page's answer is that prediction's
+    calibrated probability and decision, not the model run again on the page."""
+    from django.test import Client
+    from django.urls import reverse
+
+    from materials.arrays import load_records
+    from materials.decisions import rule_from_metrics
+    from materials.inference import classify_material
+    from materials.models import Prediction
+
+    spectrum, material = training_spectrum()
+    version = trained_world.version
+    live = classify_material(version, load_records([material.pk], with_spectra=True)).probability
+    rule = rule_from_metrics(version)
+    raw = next(p for p in (0.9, 0.6, 0.1) if abs(float(rule.calibrate(np.array([p]))[0]) - live) > 0.01)
+    stored = float(rule.calibrate(np.array([raw]))[0])
+    Prediction.objects.create(material=material, model_version=version, probability=raw, predicted_class="trivial")
+    try:
+        body = Client().get(reverse("materials:material-detail", args=[material.pk])).content.decode()
+        drivers = body[body.index('id="drivers-heading"') :]
+        assert "stored prediction gives" in drivers and f"P(topological) = {stored:.3f}" in drivers
+        assert f"{live:.3f}" not in body
+    finally:
+        Prediction.objects.filter(material=material).delete()
+
+
 def test_the_model_page_reports_calibration_on_test_and_the_reliability_diagram(trained_world, db):
     from django.test import Client
     from django.urls import reverse
