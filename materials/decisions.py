@@ -120,25 +120,15 @@ def rule_from_metrics(version) -> DecisionRule:
 
 
 def with_decisions(predictions) -> list:
-    """Stored predictions with ``calibrated_probability`` and ``decision`` (the band's, from
-    each model's own rule) set on each; their inputs were checked when they were stored."""
+    """Stored predictions (with their ``model_version``) with ``calibrated_probability``,
+    ``decision`` and ``reasons`` set on each by ``decide_rows``, each model's own rule."""
     predictions = list(predictions)
-    rules: dict[int, DecisionRule] = {}
+    by_version: dict[int, list] = {}
     for prediction in predictions:
-        version = prediction.model_version
-        rule = rules.setdefault(version.pk, rule_from_metrics(version))
-        calibrated, decisions = decide_many(rule, [prediction.probability])
-        prediction.calibrated_probability = float(calibrated[0])
-        prediction.decision = decisions[0]
+        by_version.setdefault(prediction.model_version_id, []).append(prediction)
+    for rows in by_version.values():
+        decide_rows(rows, rule_from_metrics(rows[0].model_version))
     return predictions
-
-
-def rule_for_version_id(version_id: int) -> DecisionRule:
-    """``rule_from_metrics`` by model version id (one query, reading only the rule's keys)."""
-    from materials.models import ModelVersion
-
-    version = ModelVersion.objects.filter(pk=version_id).annotate(**rule_annotations("rule")).only("id").first()
-    return annotated_rule(version, "rule")
 
 
 # --- Stored rankings: the rule read with the rows' model, and rows decided in bulk ----------------
@@ -216,14 +206,4 @@ def uncalibrate(rule: DecisionRule, calibrated: float) -> float:
     if calibrated > ceiling:
         return math.inf
     z = (math.log(calibrated / (1 - calibrated)) - calibrator.intercept) / calibrator.slope
-    return 0.5 * (1.0 + math.tanh(0.5 * z))
-
-
-def calibrate_one(rule: DecisionRule, probability: float) -> float:
-    """``rule.calibrate`` for one probability in plain floats."""
-    calibrator = rule.calibrator
-    if calibrator.method == "identity":
-        return float(probability)
-    p = min(max(float(probability), 1e-6), 1 - 1e-6)
-    z = calibrator.slope * math.log(p / (1 - p)) + calibrator.intercept
     return 0.5 * (1.0 + math.tanh(0.5 * z))
