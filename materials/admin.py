@@ -27,24 +27,27 @@ class MaterialAdmin(admin.ModelAdmin):
     show_full_result_count = False
 
 
+class OfMaterialAdmin(admin.ModelAdmin):
+    """Rows that belong to a material (many per material): the material is a raw id,
+    fetched with the row, and lists skip the full count."""
+
+    list_select_related = ["material"]
+    raw_id_fields = ["material"]
+    show_full_result_count = False
+
+
 @admin.register(models.Spectrum)
-class SpectrumAdmin(admin.ModelAdmin):
+class SpectrumAdmin(OfMaterialAdmin):
     list_display = ["id", "material", "element", "edge", "source", "npoints", "source_release", "created"]
     list_filter = ["source", "edge", "element"]
     search_fields = ["material__reduced_formula", "material__mp_id", "element"]
-    list_select_related = ["material"]
-    raw_id_fields = ["material"]
-    show_full_result_count = False
 
 
 @admin.register(models.TopologyLabel)
-class TopologyLabelAdmin(admin.ModelAdmin):
+class TopologyLabelAdmin(OfMaterialAdmin):
     list_display = ["id", "material", "catalogue", "raw_class", "binary_class", "tags", "source_release"]
     list_filter = ["catalogue", "binary_class", "raw_class"]
     search_fields = ["material__reduced_formula", "material__mp_id", "material__materiae_id"]
-    list_select_related = ["material"]
-    raw_id_fields = ["material"]
-    show_full_result_count = False
 
 
 @admin.register(models.Dataset)
@@ -54,12 +57,10 @@ class DatasetAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.SplitAssignment)
-class SplitAssignmentAdmin(admin.ModelAdmin):
+class SplitAssignmentAdmin(OfMaterialAdmin):
     list_display = ["id", "dataset", "material", "subset"]
     list_filter = ["dataset", "subset"]
-    raw_id_fields = ["material"]
     list_select_related = ["dataset", "material"]
-    show_full_result_count = False
 
 
 class RetrainForm(forms.Form):
@@ -188,13 +189,12 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.Prediction)
-class PredictionAdmin(admin.ModelAdmin):
+class PredictionAdmin(OfMaterialAdmin):
     list_display = ["id", "material", "model_version", "probability", "predicted_class", "created"]
     list_filter = ["predicted_class", "model_version"]
     search_fields = ["material__reduced_formula", "material__mp_id"]
     raw_id_fields = ["material", "model_version"]
     list_select_related = ["material", "model_version"]
-    show_full_result_count = False
 
 
 @admin.register(models.ElementMetric)

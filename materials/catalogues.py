@@ -25,9 +25,9 @@ from pathlib import Path
 
 from django.db import transaction
 
-from materials.chemistry import parse_formula, symmetry_of
+from materials.chemistry import parse_formula
 from materials.labels import binary_class
-from materials.models import Material, TopologyLabel, elements_key
+from materials.models import Material, TopologyLabel
 
 MATERIAE_COLUMNS = ["materiae_id", "formula", "spacegroup", "mp_id", "icsd_ids", "soc_topo_class", "nsoc_topo_class"]
 TQC_COLUMNS = ["icsd_id", "formula", "spacegroup", "class"]
@@ -212,18 +212,14 @@ class UpsertReport:
 
 def _new_material(row: LabelRow, source: str, release: str) -> Material:
     parsed = parse_formula(row.formula)
-    symmetry = symmetry_of(row.space_group)
-    return Material(
+    return Material.new(
+        row.space_group,
         materiae_id=row.materiae_id,
         mp_id=row.mp_id,
         icsd_ids=row.icsd_ids,
         formula=parsed.formula,
         reduced_formula=parsed.reduced_formula,
         elements=parsed.elements,
-        space_group_number=symmetry.number,
-        space_group_symbol=symmetry.symbol,
-        point_group=symmetry.point_group,
-        crystal_system=symmetry.crystal_system,
         source=source,
         source_release=release,
     )
@@ -290,8 +286,6 @@ def upsert_labels(catalogue: str, rows: list[LabelRow], release: str, progress=N
                 material = seen_new[key] = _new_material(row, source=catalogue, release=release)
             new_materials.append((row, material))
         created = list(seen_new.values())
-        for material in created:
-            material.elements_key = elements_key(material.elements)  # bulk_create skips save()
         Material.objects.bulk_create(created, batch_size=2000)
         report.materials_created = len(created)
         targets.extend((row, [material.pk]) for row, material in new_materials)

@@ -194,18 +194,15 @@ def check_quality(metadata: Mapping, *, allow_missing_conditions: bool = False) 
         reasons.append("no structural refinement (no R value)")
     if not entry["temperature_factors"]:
         reasons.append("no temperature factors")
-    low, high = PRESSURE_RANGE_MPA
-    if entry["pressure_mpa"] is None:
-        if not allow_missing_conditions:
-            reasons.append("pressure not recorded")
-    elif not low <= entry["pressure_mpa"] <= high:
-        reasons.append(f"pressure {entry['pressure_mpa']:g} MPa outside {low}-{high} MPa")
-    low, high = TEMPERATURE_RANGE_K
-    if entry["temperature_k"] is None:
-        if not allow_missing_conditions:
-            reasons.append("temperature not recorded")
-    elif not low <= entry["temperature_k"] <= high:
-        reasons.append(f"temperature {entry['temperature_k']:g} K outside {low:g}-{high:g} K")
+    for condition, value, (low, high), unit in (
+        ("pressure", entry["pressure_mpa"], PRESSURE_RANGE_MPA, "MPa"),
+        ("temperature", entry["temperature_k"], TEMPERATURE_RANGE_K, "K"),
+    ):
+        if value is None:
+            if not allow_missing_conditions:
+                reasons.append(f"{condition} not recorded")
+        elif not low <= value <= high:
+            reasons.append(f"{condition} {value:g} {unit} outside {low:g}-{high:g} {unit}")
     if not entry["cell_std_devs"]:
         reasons.append("no standard deviations on the cell parameters")
     return QualityVerdict(not reasons, tuple(reasons))

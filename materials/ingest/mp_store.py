@@ -21,7 +21,6 @@ from collections.abc import Iterable
 
 from django.db import IntegrityError, transaction
 
-from materials.chemistry import symmetry_of
 from materials.ingest.mp_documents import FetchedMaterial
 from materials.models import Material, Spectrum
 
@@ -88,12 +87,12 @@ def store_material(material: FetchedMaterial, release: str) -> tuple[int, int, i
     what it lacks (structure, symmetry) and adds ICSD ids. Returns (created,
     updated, spectra created) as 0/1, 0/1, count.
     """
-    symmetry = symmetry_of(material.space_group_number)
     with transaction.atomic():
         row = Material.objects.select_for_update().filter(mp_id=material.mp_id).first()
         created = row is None
         if created:
-            row = Material(
+            row = Material.new(
+                material.space_group_number,
                 mp_id=material.mp_id,
                 icsd_ids=material.icsd_ids,
                 formula=material.formula,
@@ -102,10 +101,6 @@ def store_material(material: FetchedMaterial, release: str) -> tuple[int, int, i
                 nsites=material.nsites,
                 structure=material.structure,
                 structure_source=Material.Source.MATERIALS_PROJECT,
-                space_group_number=symmetry.number,
-                space_group_symbol=symmetry.symbol,
-                point_group=symmetry.point_group,
-                crystal_system=symmetry.crystal_system,
                 source=Material.Source.MATERIALS_PROJECT,
                 source_release=release,
             )
@@ -114,7 +109,7 @@ def store_material(material: FetchedMaterial, release: str) -> tuple[int, int, i
                     row.save()
             except IntegrityError:
                 row, created = Material.objects.select_for_update().get(mp_id=material.mp_id), False
-        updated = False if created else _fill(row, material, symmetry)
+        updated = False if created else _fill(row, material)
         have = set(
             Spectrum.objects.filter(material=row, source=Spectrum.Source.MATERIALS_PROJECT, edge="K").values_list(
                 "element", flat=True
@@ -140,7 +135,7 @@ def store_material(material: FetchedMaterial, release: str) -> tuple[int, int, i
     return int(created), int(updated), len(new)
 
 
-def _fill(row: Material, material: FetchedMaterial, symmetry) -> bool:
+def _fill(row: Material, material: FetchedMaterial) -> bool:
     """Give a stored material what MP knows and it lacks; True if anything changed."""
     changed = []
     icsd_ids = list(dict.fromkeys([*(row.icsd_ids or []), *material.icsd_ids]))
@@ -157,9 +152,7 @@ def _fill(row: Material, material: FetchedMaterial, symmetry) -> bool:
         )
         changed += ["structure", "structure_source", "nsites"]
     if row.space_group_number is None:
-        row.space_group_number, row.space_group_symbol = symmetry.number, symmetry.symbol
-        row.point_group, row.crystal_system = symmetry.point_group, symmetry.crystal_system
-        changed += ["space_group_number", "space_group_symbol", "point_group", "crystal_system"]
+        changed += row.set_symmetry(material.space_group_number)
     if changed:
         row.save(update_fields=changed)
     return bool(changed)

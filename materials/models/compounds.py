@@ -104,6 +104,28 @@ class Material(models.Model):
         self.elements_key = elements_key(self.elements)
         super().save(*args, **kwargs)
 
+    @classmethod
+    def new(cls, space_group_number: int, **fields) -> Material:
+        """An unsaved material with ``fields``, its symmetry filled in from
+        ``space_group_number`` (:meth:`set_symmetry`) and its ``elements_key`` set,
+        so it is ready for ``bulk_create`` as well as ``save``."""
+        material = cls(**fields)
+        material.set_symmetry(space_group_number)
+        material.elements_key = elements_key(material.elements)
+        return material
+
+    def set_symmetry(self, space_group_number: int) -> list[str]:
+        """Set the space group number, symbol, point group and crystal system from the
+        number; returns those field names (for ``update_fields``).
+
+        Raises ``ValueError`` for a number outside 1-230."""
+        from materials.chemistry import symmetry_of
+
+        symmetry = symmetry_of(space_group_number)
+        self.space_group_number, self.space_group_symbol = symmetry.number, symmetry.symbol
+        self.point_group, self.crystal_system = symmetry.point_group, symmetry.crystal_system
+        return ["space_group_number", "space_group_symbol", "point_group", "crystal_system"]
+
     @property
     def mp_url(self) -> str:
         return f"https://next-gen.materialsproject.org/materials/{self.mp_id}" if self.mp_id else ""

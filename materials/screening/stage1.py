@@ -21,8 +21,7 @@ from django.db import transaction
 from django.db.models import F, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 
-from materials.chemistry import symmetry_of
-from materials.models import Material, ModelVersion, Prediction, ScreeningBatch, ScreeningRow, elements_key
+from materials.models import Material, ModelVersion, Prediction, ScreeningBatch, ScreeningRow
 from materials.screening.release import AMCSD_SOURCE, amcsd_ids, amcsd_version, read_release
 from materials.screening.structures import StructureSummary, summarise_amcsd, summarise_files
 
@@ -176,26 +175,17 @@ def store_chunk(
         if pk is not None:
             matched.append((members, pk))
             continue
-        symmetry = symmetry_of(first.space_group_number)
-        new.append(
-            (
-                members,
-                Material(
-                    amcsd_id=next((s.amcsd_id for s in members if s.amcsd_id is not None), None),
-                    icsd_ids=sorted({s.icsd_id for s in members if s.icsd_id is not None}),
-                    formula=first.formula,
-                    reduced_formula=first.reduced_formula,
-                    elements=first.elements,
-                    elements_key=elements_key(first.elements),
-                    space_group_number=symmetry.number,
-                    space_group_symbol=symmetry.symbol,
-                    point_group=symmetry.point_group,
-                    crystal_system=symmetry.crystal_system,
-                    source=source,
-                    source_release=release,
-                ),
-            )
+        material = Material.new(
+            first.space_group_number,
+            amcsd_id=next((s.amcsd_id for s in members if s.amcsd_id is not None), None),
+            icsd_ids=sorted({s.icsd_id for s in members if s.icsd_id is not None}),
+            formula=first.formula,
+            reduced_formula=first.reduced_formula,
+            elements=first.elements,
+            source=source,
+            source_release=release,
         )
+        new.append((members, material))
     with transaction.atomic():
         created = Material.objects.bulk_create([material for _, material in new], batch_size=1000)
         pairs = matched + [(members, material.pk) for (members, _), material in zip(new, created, strict=True)]

@@ -28,6 +28,20 @@ def non_negative(value: str) -> int:
     return number
 
 
+def add_screening_arguments(parser) -> None:
+    """The options every screening command takes: the FEFF budget, the FEFF size limit, the CSV."""
+    parser.add_argument(
+        "--feff-budget", type=non_negative, default=0, help="materials that get FEFF spectra (default 0)"
+    )
+    parser.add_argument(
+        "--feff-max-sites",
+        type=non_negative,
+        default=None,
+        help="FEFF only for structures with at most this many sites in the file's cell (default 24)",
+    )
+    parser.add_argument("--output", type=Path, help="where to write the ranked CSV (default: var/screening-N.csv)")
+
+
 def run_and_report(command, batch: ScreeningBatch, output: Path | None) -> ScreeningBatch:
     from materials.screening.background import start_screening_batch
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from materials.management.commands._screening import non_negative, run_and_report
+from materials.management.commands._screening import add_screening_arguments, run_and_report
 from materials.screening.pipeline import create_batch
 from materials.screening.release import ReleaseError, read_release
 
@@ -19,16 +19,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("path", type=Path, help="folder or .zip of .cif files (+ optional metadata .csv)")
         parser.add_argument("--name", required=True, help="a name for this screening batch")
-        parser.add_argument(
-            "--feff-budget", type=non_negative, default=0, help="materials that get FEFF spectra (default 0)"
-        )
-        parser.add_argument(
-            "--feff-max-sites",
-            type=non_negative,
-            default=None,
-            help="FEFF only for structures with at most this many sites in the file's cell (default 24)",
-        )
-        parser.add_argument("--output", type=Path, help="where to write the ranked CSV (default: var/screening-N.csv)")
+        add_screening_arguments(parser)
 
     def handle(
         self, *args, path: Path, name: str, feff_budget: int, feff_max_sites: int | None, output: Path | None, **options

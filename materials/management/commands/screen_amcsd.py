@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from materials.management.commands._screening import non_negative, run_and_report
+from materials.management.commands._screening import add_screening_arguments, run_and_report
 from materials.models import ScreeningBatch
 from materials.screening.pipeline import create_amcsd_batch
 from materials.screening.release import AMCSD_SOURCE
@@ -17,18 +17,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--feff-budget", type=non_negative, default=0, help="materials that get FEFF spectra (default 0)"
-        )
-        parser.add_argument(
-            "--feff-max-sites",
-            type=non_negative,
-            default=None,
-            help="FEFF only for structures with at most this many sites in the file's cell (default 24)",
-        )
+        add_screening_arguments(parser)
         parser.add_argument("--name", default="", help="a name for this screening (default: the AMCSD version)")
         parser.add_argument("--resume", action="store_true", help="carry on the newest AMCSD screening")
-        parser.add_argument("--output", type=Path, help="where to write the ranked CSV (default: var/screening-N.csv)")
 
     def handle(
         self,
