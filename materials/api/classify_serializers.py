@@ -104,7 +104,7 @@ class ElementTrustSerializer(serializers.Serializer):
     trivial = ClassTrustSerializer(required=False)
 
 
-class ReasonSerializer(serializers.Serializer):
+class ClassificationReasonSerializer(serializers.Serializer):
     code = serializers.ChoiceField(
         choices=list(REASON_CODES),
         help_text="unseen_element: a spectrum of an element the model never saw in training; off_distribution: a "
@@ -130,7 +130,9 @@ class ClassificationSerializer(serializers.Serializer):
         help_text="The answer: topological or trivial when the calibrated probability is outside the abstain band "
         "and no input check failed; otherwise abstain (see reasons). The probability is returned either way.",
     )
-    reasons = ReasonSerializer(many=True, help_text="Why the answer is abstain; empty when it is decided.")
+    reasons = ClassificationReasonSerializer(
+        many=True, help_text="Why the answer is abstain; empty when it is decided."
+    )
     band = serializers.DictField(
         child=serializers.FloatField(),
         help_text="The abstain band on the calibrated probability: low, high (abstain when low < P < high, chosen "
