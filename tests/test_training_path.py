@@ -86,3 +86,16 @@ def test_the_catalogue_prior_never_sees_a_held_out_formula(bundled):
     )
     assert len(catalogue) > len(records.train)
     assert not held_out_formulas & catalogue_formulas
+
+
+def test_a_training_that_fails_on_the_worker_fails_its_run_and_its_model_version():
+    from materials import jobs
+
+    dataset = Dataset.objects.create(name="empty", content_hash="x")
+    version = ModelVersion.objects.create(kind="svm-sg", hyperparameters={"no_such_setting": 1}, dataset=dataset)
+    run = TrainingRun.objects.create(model_version=version)
+    jobs.task(jobs.TRAIN_MODEL).apply(args=[run.pk])
+    run.refresh_from_db()
+    version.refresh_from_db()
+    assert run.status == "failed" and "no_such_setting" in run.error
+    assert version.status == ModelVersion.State.FAILED
