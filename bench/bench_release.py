@@ -16,7 +16,7 @@ budget of 0 leaves: classifying the matched materials whose spectra are stored).
 touch no database).
 
 Then stage 2 twice on the same release, as the command runs it without a broker
-(``run_screening_jobs``: each job is the ``screening_spectrum`` task, run in
+(``run_feff_jobs``: each job is the ``screening_spectrum`` task, run in
 ``SCREEN_FEFF_PROCESSES`` spawned processes): a screening with ``--feff-budget`` materials
 of at most ``--max-sites`` sites with 1 process, then another with 2 processes (the
 next materials by the same rule: the first screening's are no longer candidates, their
@@ -125,13 +125,13 @@ def stage_two(budget: int, max_sites: int, processes: int) -> tuple[float, int, 
 
     from materials.models import Job
     from materials.screening.pipeline import create_amcsd_batch, screen_batch
-    from materials.tasks.feff import run_screening_jobs
+    from materials.screening.stage2 import run_feff_jobs
 
     settings.SCREEN_FEFF_PROCESSES = processes
     batch = create_amcsd_batch(f"bench: stage 2, {processes} process(es)", feff_budget=budget, feff_max_sites=max_sites)
     jobs = screen_batch(batch.pk)
     started = time.perf_counter()
-    run_screening_jobs(jobs)
+    run_feff_jobs(jobs)
     minutes = (time.perf_counter() - started) / 60
     done = Job.objects.filter(pk__in=jobs, status="done")
     sites = sum(int(job.result.get("sites_computed") or 0) for job in done)

@@ -8,7 +8,6 @@ leaves no rows behind. Every write is an upsert, so a second load changes nothin
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from materials.catalogues import read_text
 from materials.chemistry import parse_formula
 from materials.models import Material, Spectrum
 from materials.structure_files import StructureFileError, read_structure
+from mlcore.spectrum import SpectrumError, validate_spectrum
 
 DEFAULT_DATA_DIR = settings.BASE_DIR / "data"
 FEFF_HEAD_START_RELEASE = "bundled FEFF10 head start (feff10-rs 0.2.4, preset fast)"
@@ -79,21 +79,14 @@ def _fail(path: Path, line: int, reason: str):
     raise BundledDataError(f"{path}:{line}: {reason}")
 
 
-def _check_spectrum(path: Path, line: int, energies, mu) -> None:
-    if not isinstance(energies, list) or not isinstance(mu, list):
-        _fail(path, line, "energies_ev and mu must be lists of numbers")
-    if len(energies) != len(mu):
-        _fail(path, line, f"energies_ev has {len(energies)} points but mu has {len(mu)}")
-    if len(energies) < 10:
-        _fail(path, line, f"only {len(energies)} points; at least 10 are needed")
+def _check_spectrum(path: Path, line: int, element, energies, mu) -> None:
+    """The one spectrum rule (``mlcore.validate_spectrum``), reported against the file and line."""
     try:
-        values = [float(x) for x in energies] + [float(x) for x in mu]
+        validate_spectrum(str(element), energies, mu)
+    except SpectrumError as error:
+        _fail(path, line, str(error))
     except (TypeError, ValueError):
-        _fail(path, line, "energies_ev and mu must hold numbers only")
-    if not all(math.isfinite(x) for x in values):
-        _fail(path, line, "spectrum contains NaN or infinite values")
-    if any(b <= a for a, b in zip(energies, energies[1:])):
-        _fail(path, line, "energies_ev must be strictly increasing")
+        _fail(path, line, "energies_ev and mu must be lists of numbers")
 
 
 def _release_of(path: Path) -> str:
@@ -125,12 +118,12 @@ def read_head_start(path: Path) -> tuple[list[SpectrumRow], dict[int, dict]]:
             missing.append("amcsd_id (or structure_id)")
         if missing:
             _fail(path, line, f"missing field(s) {', '.join(missing)}")
-        _check_spectrum(path, line, record["energies_ev"], record["mu"])
         formula_elements = set(parse_formula(str(record.get("reduced_formula", ""))).elements)
         if record["element"] not in formula_elements:
             _fail(
                 path, line, f"absorbing element {record['element']!r} is not in the formula {record['reduced_formula']}"
             )
+        _check_spectrum(path, line, record["element"], record["energies_ev"], record["mu"])
         if "amcsd_id" in record:
             compounds.setdefault(int(record["amcsd_id"]), record)
             where = {"amcsd_id": record["amcsd_id"]}
@@ -161,7 +154,7 @@ def read_head_start(path: Path) -> tuple[list[SpectrumRow], dict[int, dict]]:
     return rows, compounds
 
 
-def read_two_column(path: Path, sort: bool = False) -> tuple[list[float], list[float]]:
+def read_two_column(path: Path, element: str, sort: bool = False) -> tuple[list[float], list[float]]:
     """A whitespace-separated energy/absorption text file.
 
     ``sort=True`` orders the points by energy first: the bundled measured anatase
@@ -181,7 +174,7 @@ def read_two_column(path: Path, sort: bool = False) -> tuple[list[float], list[f
             _fail(path, line, f"not a number in {text.strip()[:60]!r}")
     if sort:
         energies, mu = (list(values) for values in zip(*sorted(zip(energies, mu)))) if energies else ([], [])
-    _check_spectrum(path, 1, energies, mu)
+    _check_spectrum(path, 1, element, energies, mu)
     return energies, mu
 
 
@@ -193,7 +186,7 @@ def read_reference_spectra(data_dir: Path) -> list[SpectrumRow]:
             record = json.loads(read_text(path))
         except json.JSONDecodeError as error:
             _fail(path, error.lineno, f"invalid JSON ({error.msg})")
-        _check_spectrum(path, 1, record.get("energies_ev"), record.get("mu"))
+        _check_spectrum(path, 1, record.get("absorbing_element"), record.get("energies_ev"), record.get("mu"))
         rows.append(
             SpectrumRow(
                 key=("mp_id", record["material_id"]),
@@ -207,13 +200,13 @@ def read_reference_spectra(data_dir: Path) -> list[SpectrumRow]:
         )
     path = data_dir / "reference" / "anatase_ti_k_feff_mp.txt"
     if path.exists():
-        energies, mu = read_two_column(path)
+        energies, mu = read_two_column(path, "Ti")
         rows.append(
             SpectrumRow(("mp_id", "mp-390"), "Ti", energies, mu, Spectrum.Source.FEFF, "Lightshow (FEFF, MP grid)")
         )
     path = data_dir / "measured" / "anatase_ti_k_measured.txt"
     if path.exists():
-        energies, mu = read_two_column(path, sort=True)
+        energies, mu = read_two_column(path, "Ti", sort=True)
         rows.append(
             SpectrumRow(
                 ("mp_id", "mp-390"),

@@ -65,7 +65,7 @@ def test_it_maps_catalogue_classes_to_binary_and_keeps_raw_class_and_tags(data_s
             "spectra/spectra.jsonl",
             2,
             lambda line: line.replace('"mu": [', '"mu": [NaN, ', 1),
-            "spectra.jsonl:2: energies_ev has 100 points but mu has 101",
+            "spectra.jsonl:2: S spectrum: 101 mu values but 100 energies",
         ),
         (
             "labels/materiae_labels.csv",

@@ -58,10 +58,3 @@ def screening_spectrum(job_id: int) -> None:
 
     compute_spectrum(job_id)
     settle_feff_job(job_id)
-
-
-def run_screening_jobs(job_ids: list[int]) -> None:
-    """Kept for ``bench/bench_release.py``; the home is ``screening.stage2.run_feff_jobs``."""
-    from materials.screening.stage2 import run_feff_jobs
-
-    run_feff_jobs(job_ids)
