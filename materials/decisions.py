@@ -153,10 +153,17 @@ def rule_annotations(name: str, relation: str = "") -> dict:
 def annotated_rule(obj, name: str) -> DecisionRule:
     """The rule ``rule_annotations(name)`` put on ``obj``; the uncalibrated rule at 0.5 when there
     is no model (``obj`` None, or a relation that is empty)."""
-    threshold = getattr(obj, f"{name}_threshold", None) if obj is not None else None
+    if obj is None:
+        return rule_from_parts(None, None, None)
+    return rule_from_parts(*(getattr(obj, f"{name}_{part}", None) for part in ("threshold", "calibrator", "band")))
+
+
+def rule_from_parts(threshold: float | None, calibrator, band) -> DecisionRule:
+    """A rule from a version's threshold and stored calibrator and band (dicts, or JSON text as a
+    raw query returns them); the uncalibrated rule at the threshold (0.5 without a model)."""
+    calibrator, band = (json.loads(v) if isinstance(v, str) else v for v in (calibrator, band))
     if threshold is None:
         return DecisionRule.uncalibrated(0.5)
-    calibrator, band = getattr(obj, f"{name}_calibrator", None), getattr(obj, f"{name}_band", None)
     if isinstance(calibrator, dict) and isinstance(band, dict):
         return DecisionRule.from_dict({"calibrator": calibrator, "band": band})
     return DecisionRule.uncalibrated(threshold)

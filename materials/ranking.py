@@ -26,13 +26,20 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from django.db import connections
 
-from materials.decisions import annotated_rule, decide_rows, raw_bounds, rule_annotations, rule_from_metrics
+from materials.decisions import (
+    annotated_rule,
+    decide_rows,
+    raw_bounds,
+    rule_annotations,
+    rule_from_metrics,
+    rule_from_parts,
+)
 from materials.element_keys import element_keys
-from materials.models import Material, Prediction, ScreeningRow
+from materials.models import Material, ModelVersion, Prediction, ScreeningRow
 from mlcore.decision import DECISIONS, DecisionRule
 
 #: Which materials: those no catalogue labels (the candidates, the default), every one, the
@@ -86,6 +93,11 @@ class RankFilter:
 MAX_SELECTED_IDS = 20_000  # a selection this large is not selective: walking the ranking is faster
 PROBE_IDS = 4_000  # up to this many (about sqrt(51 × 300,000)), probing beats walking the ranking
 MATERIAL = Material._meta.db_table
+#: A model version's decision rule, read without its metrics JSON (``->`` on PostgreSQL and SQLite).
+RULE_SQL = (
+    "SELECT id, threshold, metrics -> 'calibration' -> 'calibrator', metrics -> 'calibration' -> 'band' "
+    f"FROM {ModelVersion._meta.db_table}"
+)
 
 
 def material_clauses(rank_filter: RankFilter, keys: list[str] | None = None) -> tuple[list[str], list]:
@@ -139,35 +151,84 @@ def selected_material_ids(rank_filter: RankFilter, using: str = "default") -> li
 # --- Rows ------------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class RankedRow:
-    """One ranked material: its stored (raw) probability, the calibrated one and the decision."""
+#: One row's columns, the same for predictions and screening rows (the other kind's as constants).
+COLUMNS = (
+    "p.id",
+    "p.material_id",
+    "p.probability",
+    "m.formula",
+    "m.reduced_formula",
+    "m.elements_key",
+    "m.space_group_number",
+    "m.space_group_symbol",
+    "m.crystal_system",
+    "m.label",
+    "m.source",
+    "m.mp_id",
+    "m.icsd_ids",
+    "m.amcsd_id",
+    "p.predicted_class",
+    "p.files",
+    "p.stage",
+    "p.prior_probability",
+    "p.spectral_probability",
+    "p.reason",
+)
+ONLY_PREDICTIONS = {"p.predicted_class": "''"}
+ONLY_SCREENINGS = {"p.files": "NULL", "p.stage": "''", "p.prior_probability": "NULL"}
+ONLY_SCREENINGS |= {"p.spectral_probability": "NULL", "p.reason": "''"}
 
-    id: int
-    material_id: int
-    probability: float | None
-    formula: str
-    reduced_formula: str
-    elements: list[str]
-    space_group_number: int | None
-    space_group_symbol: str
-    crystal_system: str
-    label: str
-    source: str
-    mp_id: str | None
-    icsd_ids: list
-    amcsd_id: int | None
-    model_version: int | None = None
-    predicted_class: str = ""
-    files: list = field(default_factory=list)
-    stage: str = ""
-    prior_probability: float | None = None
-    spectral_probability: float | None = None
-    reason: str = ""
-    rank: int = 0
-    calibrated_probability: float | None = None
-    decision: str = "abstain"
-    reasons: list = field(default_factory=list)
+
+def _column(index: int):
+    return property(lambda row: row.values[index])
+
+
+class RankedRow:
+    """One ranked material: its stored (raw) probability, the calibrated one and the decision.
+
+    It keeps the database's tuple (``COLUMNS`` order) and reads fields from it: a page of the
+    API's hottest list is built without copying each value (``bench/bench_api.py``).
+    """
+
+    __slots__ = ("values", "probability", "rank", "model_version", "calibrated_probability", "decision", "reasons")
+
+    def __init__(self, values: tuple, rank: int = 0, model_version: int | None = None):
+        self.values = values
+        probability = values[2]
+        self.probability = probability if probability is None or math.isfinite(probability) else None
+        self.rank = rank
+        self.model_version = model_version
+        self.calibrated_probability, self.decision, self.reasons = None, "abstain", []
+
+    id = _column(0)
+    material_id = _column(1)
+    formula = _column(3)
+    reduced_formula = _column(4)
+    space_group_number = _column(6)
+    space_group_symbol = _column(7)
+    crystal_system = _column(8)
+    label = _column(9)
+    source = _column(10)
+    mp_id = _column(11)
+    amcsd_id = _column(13)
+    predicted_class = _column(14)
+    stage = _column(16)
+    prior_probability = _column(17)
+    spectral_probability = _column(18)
+    reason = _column(19)
+
+    @property
+    def elements(self) -> list[str]:
+        key = self.values[5]
+        return key.strip("-").split("-") if key else []
+
+    @property
+    def icsd_ids(self) -> list:
+        return _json_list(self.values[12])
+
+    @property
+    def files(self) -> list:
+        return _json_list(self.values[15])
 
     @property
     def label_out(self) -> str:
@@ -186,27 +247,8 @@ class RankedRow:
         return " ".join(reason["code"] for reason in self.reasons)
 
 
-MATERIAL_COLUMNS = (
-    "m.formula",
-    "m.reduced_formula",
-    "m.elements_key",
-    "m.space_group_number",
-    "m.space_group_symbol",
-    "m.crystal_system",
-    "m.label",
-    "m.source",
-    "m.mp_id",
-    "m.icsd_ids",
-    "m.amcsd_id",
-)
-
-
 def _json_list(value) -> list:
     return [] if value is None else value if isinstance(value, list) else json.loads(value)
-
-
-def _finite(value):
-    return value if value is None or math.isfinite(value) else None
 
 
 # --- The query -------------------------------------------------------------------------------------
@@ -238,6 +280,19 @@ class RankQuery:
         return cls(rank_filter, table=Prediction._meta.db_table, scope=scope, rules={"model": rule}, using=using)
 
     @classmethod
+    def for_model_id(cls, model_id: int | None, rank_filter: RankFilter, using: str = "default") -> RankQuery:
+        """Predictions of model ``model_id`` (None: the production model; nothing when there is no
+        such model). Its rule is read in one small raw query: the calibration keys, never the
+        metrics JSON (the ORM's annotations cost the API's hot list a third of its CPU)."""
+        where, params = ("is_production", []) if model_id is None else ("id = %s", [model_id])
+        with connections[using].cursor() as cursor:
+            cursor.execute(f"{RULE_SQL} WHERE {where} LIMIT 1", params)
+            found = cursor.fetchone()
+        rule = rule_from_parts(*found[1:]) if found else rule_from_parts(None, None, None)
+        scope = ("model_version_id", found[0] if found else None)
+        return cls(rank_filter, table=Prediction._meta.db_table, scope=scope, rules={"model": rule}, using=using)
+
+    @classmethod
     def for_screening(cls, batch, rank_filter: RankFilter, using: str = "default") -> RankQuery:
         """Rows of ``batch``, ranked by the probability on each, decided by the model that gave
         it (``screening_rule_annotations()`` read with the batch, or read again here)."""
@@ -260,12 +315,8 @@ class RankQuery:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        extra = (
-            ("p.files", "p.stage", "p.prior_probability", "p.spectral_probability", "p.reason")
-            if self.screening
-            else ("p.predicted_class",)
-        )
-        return ("p.id", "p.material_id", "p.probability", *MATERIAL_COLUMNS, *extra)
+        constants = ONLY_PREDICTIONS if self.screening else ONLY_SCREENINGS
+        return tuple(constants.get(column, column) for column in COLUMNS)
 
     def _decision_clause(self, column: str, rule: DecisionRule) -> tuple[str, list]:
         bounds = raw_bounds(rule, self.filter.decision)
@@ -386,36 +437,9 @@ class RankQuery:
                 rank += len(raw)
 
     def rows(self, raw: list[tuple], first_rank: int = 1) -> list[RankedRow]:
-        """Database tuples (``columns`` order) as decided ``RankedRow``\\ s."""
-        rows = []
-        model = self.scope[1] if not self.screening else None
-        for index, values in enumerate(raw):
-            (pk, material_id, probability, formula, reduced, key, number, symbol, system, label, source) = values[:11]
-            mp_id, icsd, amcsd = values[11:14]
-            row = RankedRow(
-                pk,
-                material_id,
-                _finite(probability),
-                formula,
-                reduced,
-                key.strip("-").split("-") if key else [],
-                number,
-                symbol,
-                system,
-                label,
-                source,
-                mp_id,
-                _json_list(icsd),
-                amcsd,
-                model_version=model,
-                rank=first_rank + index,
-            )
-            if self.screening:
-                files, row.stage, prior, spectral, row.reason = values[14:]
-                row.files, row.prior_probability, row.spectral_probability = _json_list(files), prior, spectral
-            else:
-                row.predicted_class = values[14]
-            rows.append(row)
+        """Database tuples (``COLUMNS`` order) as decided ``RankedRow``\\ s."""
+        model = None if self.screening else self.scope[1]
+        rows = [RankedRow(values, first_rank + index, model) for index, values in enumerate(raw)]
         if self.screening:
             decide_rows([r for r in rows if r.spectral_probability is not None], self.rules["spectral"])
             decide_rows([r for r in rows if r.spectral_probability is None], self.rules["prior"])

@@ -301,6 +301,30 @@ def test_prediction_filters(client, catalogue):
         assert client.get(f"/api/predictions/?{query}").status_code == 400, query
 
 
+def test_a_calibrated_model_lists_its_calibrated_probabilities_decisions_and_reasons(client, catalogue):
+    """The stored probabilities stay raw; the list maps them through the model's own calibrator
+    and band, and ``decision`` filters by that answer."""
+    from mlcore.calibration import Calibrator
+    from mlcore.decision import Band, DecisionRule
+
+    rule = DecisionRule(Calibrator("platt", 1.5, -0.3), Band(low=0.2, high=0.75))
+    production = catalogue["production"]
+    production.metrics = {"calibration": {"calibrator": rule.calibrator.to_dict(), "band": rule.band.to_dict()}}
+    production.save()
+    rows = client.get("/api/predictions/").json()["results"]
+    raw = [row["probability"] for row in rows]
+    assert raw == [0.95, 0.70, 0.40, 0.10, 0.05]
+    calibrated = rule.calibrate(raw)
+    assert [row["calibrated_probability"] for row in rows] == pytest.approx(list(calibrated))
+    decisions = [rule.band.decide(p) for p in calibrated]
+    assert [row["decision"] for row in rows] == decisions
+    assert all((row["reasons"] != []) == (row["decision"] == "abstain") for row in rows)
+    assert {reason["code"] for row in rows for reason in row["reasons"]} <= {"uncertain"}
+    for decision in set(decisions):
+        found = probabilities(client.get(f"/api/predictions/?decision={decision}"))
+        assert found == [p for p, d in zip(raw, decisions, strict=True) if d == decision], decision
+
+
 def test_predictions_cursor_walks_every_page(client, catalogue):
     # Equal probabilities across a page boundary: the cursor's offset keeps them apart.
     Prediction.objects.filter(model_version=catalogue["production"]).update(probability=0.5)

@@ -38,7 +38,6 @@ from materials.api.parsers import LimitedJSONParser
 from materials.api.permissions import IsStaffWithPermission
 from materials.api.schema import APIAutoSchema
 from materials.api.throttles import DEFAULT_THROTTLES, LoginThrottle
-from materials.decisions import rule_annotations
 from materials.models import (
     Job,
     Material,
@@ -320,10 +319,7 @@ class PredictionViewSet(APIMixin, mixins.ListModelMixin, viewsets.GenericViewSet
                 raise ValidationError(filterset.errors)
             cleaned = filterset.form.cleaned_data
         ordering = StableOrderingFilter().get_ordering(request, None, self)
-        versions = ModelVersion.objects.only("id", "threshold").annotate(**rule_annotations("rule"))
-        model = cleaned.get("model")
-        version = (versions.filter(pk=model) if model is not None else versions.filter(is_production=True)).first()
-        return RankQuery.for_model(version, rank_filter(cleaned).ordered(ordering))
+        return RankQuery.for_model_id(cleaned.get("model"), rank_filter(cleaned).ordered(ordering))
 
     def list(self, request, *args, **kwargs):
         query = self.prediction_query(request)
