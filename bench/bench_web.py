@@ -169,10 +169,9 @@ def time_without_element_keys(n_requests: int) -> dict[str, list[float]]:
 def explain_first_page(version) -> str:
     from django.db import connection
 
-    from materials.candidates import candidate_predictions
+    from materials.ranking import RankFilter, RankQuery
 
-    queryset = candidate_predictions(version, {})[:51]
-    sql, params = queryset.query.sql_with_params()
+    sql, params = RankQuery.for_model(version, RankFilter(label="all")).sql(limit=51)
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN " + sql, params)
         return "\n".join(row[0] for row in cursor.fetchall())
