@@ -61,8 +61,8 @@ DATABASE = "screening_bench_release"
 def set_up() -> None:
     from unittest import mock
 
-    from materials import training
-    from materials.bundled import load_bundled
+    from materials.ingest.bundled import load_bundled
+    from materials.learning import training
 
     load_bundled(REPO / "data")
     for kind, promote in (("type-only", False), ("svm-sg", True)):

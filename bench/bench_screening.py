@@ -14,7 +14,7 @@ the materials carry a planted feature (the "topological" ones).
 
 A real CNN-sg (the production architecture and defaults) is trained for two epochs on
 3,000 further synthetic materials, whose labels the planted feature decides, and stored
-with ``materials.artifacts.write_bundle`` as training stores it.
+with ``materials.learning.artifacts.write_bundle`` as training stores it.
 
 Timed (set-up excluded and printed separately): the screening as ``classify_all`` runs
 it — ``unpredicted_ids``, then ``classify_ids`` per chunk of 10,000 materials: read
@@ -168,7 +168,7 @@ def fill(n_materials: int, factory: SpectrumFactory, seed: int = 0) -> dict:
 
 def train_model(factory: SpectrumFactory, n_materials: int = 3000, epochs: int = 2, seed: int = 1, **hyperparameters):
     """A real CNN-sg on synthetic labelled materials, stored as the app stores models."""
-    from materials.artifacts import ModelBundle, write_bundle
+    from materials.learning.artifacts import ModelBundle, write_bundle
     from materials.models import ModelVersion
     from mlcore.data import RawSpectrum
     from mlcore.evaluate import choose_threshold
@@ -238,7 +238,7 @@ def screen(version, chunk_size: int, workers: int, tf_threads: int = 0) -> dict:
     or in ``workers`` processes as the Celery worker's prefork pool runs the chunk tasks.
     The model is loaded and its graph traced before the clock starts, as in a worker
     that is already running. Stage times are summed over chunks (over all workers)."""
-    from materials.inference import chunked, classify_ids, unpredicted_ids
+    from materials.learning.inference import chunked, classify_ids, unpredicted_ids
 
     timings: dict[str, float] = {}
     warm_up = time.perf_counter()
@@ -277,8 +277,8 @@ def screen(version, chunk_size: int, workers: int, tf_threads: int = 0) -> dict:
 
 def _warm_up(version) -> None:
     """Load the model and trace its graph on a few materials (nothing is written)."""
-    from materials.arrays import load_spectra_arrays
-    from materials.inference import load_bundle, transform_arrays
+    from materials.learning.arrays import load_spectra_arrays
+    from materials.learning.inference import load_bundle, transform_arrays
     from materials.models import Material
 
     bundle = load_bundle(version)
@@ -325,7 +325,7 @@ def _worker_init(version_id: int, ready, tf_threads: int) -> None:
 
 
 def _classify_chunk(material_ids: list[int]) -> tuple[int, dict[str, float]]:
-    from materials.inference import classify_ids
+    from materials.learning.inference import classify_ids
 
     timings: dict[str, float] = {}
     return classify_ids(_WORKER["version"], material_ids, timings), timings
@@ -341,10 +341,10 @@ def compare_on_sample(fast_version, orm_version, sample_ids: list[int], rounds: 
     both with the same artifact; the fastest of ``rounds`` rounds of each (the
     predictions are deleted between rounds, untimed), and the largest difference of
     their probabilities."""
-    from materials.arrays import load_records, load_spectra_arrays
-    from materials.inference import classify_ids, load_bundle, transform_arrays, write_predictions
+    from materials.learning.arrays import load_records, load_spectra_arrays
+    from materials.learning.inference import classify_ids, load_bundle, transform_arrays, write_predictions
+    from materials.learning.training import transform_records
     from materials.models import Prediction
-    from materials.training import transform_records
 
     bundle = load_bundle(orm_version)
     # Untimed, once: the sample's pages into the caches and TensorFlow's graph and kernels

@@ -146,7 +146,7 @@ def time_without_element_keys(n_requests: int) -> dict[str, list[float]]:
     from django.test import Client
     from django.urls import reverse
 
-    from materials import candidates
+    from materials.web import candidates
 
     client = Client()
     url = reverse("materials:candidate-list")
@@ -169,7 +169,7 @@ def time_without_element_keys(n_requests: int) -> dict[str, list[float]]:
 def explain_first_page(version) -> str:
     from django.db import connection
 
-    from materials.ranking import RankFilter, RankQuery
+    from materials.learning.ranking import RankFilter, RankQuery
 
     sql, params = RankQuery.for_model(version, RankFilter(label="all")).sql(limit=51)
     with connection.cursor() as cursor:

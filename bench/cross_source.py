@@ -115,7 +115,7 @@ def setup_django(fresh: bool) -> None:
 
 
 def one_material(material: str, energies, mu, complete: bool = False):
-    from materials.arrays import MaterialRecords
+    from materials.learning.arrays import MaterialRecords
     from mlcore.data import RawSpectrum
 
     spec = MATERIALS[material]
@@ -156,8 +156,8 @@ def cached_fit(seed: int, kind: str, records, prior):
 
 
 def evaluate_seed(seed: int, kinds: tuple[str, ...]) -> dict:
-    from materials.decisions import check_inputs, decide_one
-    from materials.training import catalogue_training_records, get_or_create_split, split_records
+    from materials.learning.decisions import check_inputs, decide_one
+    from materials.learning.training import catalogue_training_records, get_or_create_split, split_records
     from mlcore import evaluate
     from mlcore.decision import fit_decision_rule
     from mlcore.training import fit_model  # the prior; the models go through cached_fit

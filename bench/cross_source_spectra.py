@@ -39,7 +39,7 @@ def reference_path(material: str, preset: str, element: str | None = None) -> Pa
 def compute(material: str, preset: str, element: str | None = None) -> dict:
     from pymatgen.core import Structure
 
-    from materials.feff import compute_k_edge_xanes
+    from materials.spectra.feff import compute_k_edge_xanes
 
     path, element = MATERIALS[material][0], element or MATERIALS[material][1]
     with warnings.catch_warnings():

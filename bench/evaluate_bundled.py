@@ -10,7 +10,7 @@ Everything goes through the application's own code, so the numbers are the ones
 ``load_bundled``; each seed S is the stored split ``bundled-element-balanced-v2-seedS``
 (element-balanced 70/10/20, every element in training; ``get_or_create_split``), and
 every model is trained with ``mlcore.training.fit_model`` through
-``materials.training`` with random_state S, as ``manage.py train --split ... --seed S``
+``materials.learning.training`` with random_state S, as ``manage.py train --split ... --seed S``
 does. Per split, on the same test compounds:
 
 (a) ``type-only-same-compounds``: composition + space group model trained on the
@@ -139,7 +139,7 @@ def per_element_table(records, probabilities, threshold) -> list[dict]:
 
 
 def evaluate_split(seed: int, kinds: tuple[str, ...], n_boot: int) -> dict:
-    from materials.training import (
+    from materials.learning.training import (
         SplitRecords,
         catalogue_training_records,
         evaluation_metrics,
@@ -213,7 +213,7 @@ def evaluate_split(seed: int, kinds: tuple[str, ...], n_boot: int) -> dict:
 
 def tune(seed: int) -> list[dict]:
     """CNN-sg schedules compared on the validation compounds of one split (never test)."""
-    from materials.training import get_or_create_split, split_records
+    from materials.learning.training import get_or_create_split, split_records
     from mlcore import evaluate
     from mlcore.training import fit_model
 
@@ -315,7 +315,7 @@ def provenance() -> dict:
         )
     except (OSError, subprocess.SubprocessError):
         commit, dirty = "", None
-    from materials.training import library_versions  # what every ModelVersion records
+    from materials.learning.training import library_versions  # what every ModelVersion records
 
     return {"commit": commit, "uncommitted_changes": dirty, "library_versions": library_versions()}
 

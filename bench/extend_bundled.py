@@ -7,8 +7,8 @@ Usage::
     nohup nice -n 10 .venv/bin/python bench/extend_bundled.py --structures data/structures/prototype_matches.jsonl &
 
 Each line appended to ``data/spectra/spectra_extra.jsonl`` (``spectra_prototypes.jsonl``
-with ``--structures``) has the head start's format (``materials/bundled.py`` loads every
-``spectra*.jsonl``) and its settings: the ``fast`` preset of ``materials/feff.py``, one
+with ``--structures``) has the head start's format (``materials/ingest/bundled.py`` loads every
+``spectra*.jsonl``) and its settings: the ``fast`` preset of ``materials/spectra/feff.py``, one
 site per element (the inequivalent site of largest multiplicity, lowest index on a
 tie), the primitive cell pymatgen builds from the AMCSD CIF (or the stored primitive
 cell of a matched structure), symmetry tolerance 0.1 Å. The head start capped primitive
@@ -42,7 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from materials.feff import FeffError, compute_k_edge_xanes, feff_description  # noqa: E402
+from materials.spectra.feff import FeffError, compute_k_edge_xanes, feff_description  # noqa: E402
 
 TOPOLOGICAL_CLASSES = {"TI", "TCI", "HSP_SM", "HSL_SM"}
 MAX_SITES_BUNDLED = 200  # the head start used 24; cost per site does not grow with the cell
@@ -117,7 +117,7 @@ def parse_structure(database, row: dict):
     amcsd_id = int(row["amcsd_id"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # The same call as materials/bundled.py, so site indices match the stored structure.
+        # The same call as materials/ingest/bundled.py, so site indices match the stored structure.
         return CifParser.from_str(database.get_cif(amcsd_id).ciftext).parse_structures(primitive=True)[0]
 
 

@@ -3,7 +3,7 @@
 Usage: python bench/feff_fidelity.py [--preset mp|fast ...]
 
 Computes the Co K-edge XANES of LiCoO2 (mp-24850, ``data/structures/LiCoO2_mp24850.cif``)
-with ``materials.feff.compute_k_edge_xanes`` at each preset and compares it with MP's own
+with ``materials.spectra.feff.compute_k_edge_xanes`` at each preset and compares it with MP's own
 spectrum (``data/reference/licoo2_co_k_mp.json``): Pearson r on MP's energy grid, without
 a shift, after the best shift of at most 1 eV (the acceptance test: r ≥ 0.99 at ``mp``),
 and after the best shift of at most 15 eV (how far the edge sits). Prints
@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from materials.feff import PRESETS, compute_k_edge_xanes, pearson_after_shift  # noqa: E402
+from materials.spectra.feff import PRESETS, compute_k_edge_xanes, pearson_after_shift  # noqa: E402
 
 STRUCTURE_PATH = REPO / "data" / "structures" / "LiCoO2_mp24850.cif"
 REFERENCE_PATH = REPO / "data" / "reference" / "licoo2_co_k_mp.json"

@@ -20,7 +20,7 @@ primitive cell is stored, so FEFF site indices refer to the stored structure.
 Writes ``data/structures/prototype_matches.jsonl`` in a class-balanced order
 (topological and trivial alternate while topological ones last; within a class the
 cheapest FEFF work first: fewest elements, then fewest sites), which
-``bench/extend_bundled.py --structures`` computes and ``materials/bundled.py`` loads.
+``bench/extend_bundled.py --structures`` computes and ``materials/ingest/bundled.py`` loads.
 """
 
 from __future__ import annotations

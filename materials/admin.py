@@ -123,7 +123,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retrain (choose kind and hyperparameters)", permissions=["retrain"])
     def retrain(self, request, queryset):
-        from materials.training import request_training
+        from materials.learning.training import request_training
 
         first = queryset.first()
         if "apply" in request.POST:

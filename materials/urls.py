@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from materials import views, views_screening
+from materials.web import views, views_screening
 
 app_name = "materials"
 

@@ -18,7 +18,7 @@ Reason codes are stable strings that APIs and pages can rely on:
                      covers under 70 % of the model's window (version-1 models: also an edge off
                      the training energy scale)
 ``missing_spectra``  half or more of the formula's elements have no spectrum, and the model cannot
-                     stand in for them (only a composition + symmetry prior can: see materials.decisions)
+                     stand in for them (only a composition + symmetry prior can: see materials.learning.decisions)
 ``uncertain``        the calibrated probability lies inside the abstain band
 """
 

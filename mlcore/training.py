@@ -1,6 +1,6 @@
 """One training path for every model kind: preprocess, weight, augment, fit.
 
-The application (``materials/training.py``) and the benchmark
+The application (``materials/learning/training.py``) and the benchmark
 (``bench/evaluate_bundled.py``) both call :func:`fit_model`, so a model trained by
 ``manage.py train`` and the benchmark's model of the same kind on the same split are
 the same computation with the same defaults.
@@ -8,7 +8,7 @@ the same computation with the same defaults.
 Inputs are *records*: any object with ``spectra`` (per material, a list of
 :class:`mlcore.data.RawSpectrum`), ``space_groups`` (N,), ``compositions`` (per
 material, ``{symbol: amount}``), ``labels`` (N,) and ``element_sets()`` (per material,
-the formula's elements), e.g. ``materials.arrays.MaterialRecords``.
+the formula's elements), e.g. ``materials.learning.arrays.MaterialRecords``.
 """
 
 from __future__ import annotations

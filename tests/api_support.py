@@ -57,7 +57,7 @@ def make_users():
 
 
 def train_and_promote(kind: str = "svm-sg"):
-    from materials import training
+    from materials.learning import training
 
     # Train in-line, and enqueue nothing: with CELERY_BROKER_URL set, a queued task would
     # reach whatever worker listens on the shared broker, with a run id of this test database.
@@ -70,7 +70,7 @@ def train_and_promote(kind: str = "svm-sg"):
 def build_world(tmp: Path) -> World:
     from django.db import connection
 
-    from materials.bundled import load_bundled
+    from materials.ingest.bundled import load_bundled
 
     name = str(connection.settings_dict["NAME"])
     # Never load or train into a developer's database: only into pytest-django's test one.

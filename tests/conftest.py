@@ -81,7 +81,7 @@ def data_subset(tmp_path) -> Path:
 
 @pytest.fixture
 def loaded_subset(db, data_subset):
-    from materials.bundled import load_bundled
+    from materials.ingest.bundled import load_bundled
 
     load_bundled(data_subset)
     return data_subset
@@ -100,7 +100,7 @@ def eager_tasks(monkeypatch):
 @pytest.fixture
 def bundled_subset(transactional_db, tmp_path) -> Path:
     """The bundled subset loaded for tests that commit (on_commit work runs, as in production)."""
-    from materials.bundled import load_bundled
+    from materials.ingest.bundled import load_bundled
 
     data = make_subset(tmp_path / "data", n_compounds=30, n_extra_materiae=150)
     load_bundled(data)

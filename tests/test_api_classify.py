@@ -93,10 +93,10 @@ def test_a_spectrum_on_another_energy_scale_gets_the_same_answer(client, trained
 def test_a_model_stored_before_preprocessing_versions_keeps_reading_absolute_energies(client, trained_world):
     """A bundle whose preprocessor has no version is version 1: absolute energies, raw
     intensities, and the off-scale warning for an edge 15 eV away."""
-    from materials.arrays import load_records
-    from materials.artifacts import write_bundle
-    from materials.inference import load_bundle
-    from materials.training import transform_records
+    from materials.learning.arrays import load_records
+    from materials.learning.artifacts import write_bundle
+    from materials.learning.inference import load_bundle
+    from materials.learning.training import transform_records
     from mlcore.preprocess import SpectrumPreprocessor
 
     version = trained_world.version

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from django.core.cache import cache
 
-from materials.artifacts import write_bundle
-from materials.inference import load_bundle
+from materials.learning.artifacts import write_bundle
+from materials.learning.inference import load_bundle
 from materials.models import ModelVersion, Spectrum
 from mlcore.decision import Band, DecisionRule
 from mlcore.elements import K_EDGE_ENERGY_EV
@@ -78,8 +78,8 @@ def serving(version: ModelVersion, **changes):
 def test_calibration_is_fitted_on_the_validation_split_only(trained_world):
     """The stored calibrator is what fitting on the validation predictions gives, and the test
     split's ECE before and after calibration is reported."""
-    from materials.arrays import load_records
-    from materials.inference import predict_records
+    from materials.learning.arrays import load_records
+    from materials.learning.inference import predict_records
     from mlcore.calibration import Calibrator
 
     version = trained_world.version
@@ -193,7 +193,7 @@ def test_measured_anatase_is_never_a_confident_topological_and_every_format_is_r
 
 
 def test_partial_spectra_are_answered_by_a_model_that_can_use_the_composition(client, trained_world):
-    from materials import training
+    from materials.learning import training
 
     with mock.patch("materials.tasks.base.enqueue_on_commit"):
         run = training.request_training("cnn-sg-composition", {"epochs": 2})
@@ -282,7 +282,7 @@ def test_the_material_page_shows_the_calibrated_probability_and_the_decision(cli
     from django.test import Client
     from django.urls import reverse
 
-    from materials.decisions import rule_from_metrics
+    from materials.learning.decisions import rule_from_metrics
     from materials.models import Prediction
 
     spectrum, material = training_spectrum()
@@ -303,9 +303,9 @@ def test_the_material_page_shows_the_stored_prediction_and_no_second_number(trai
     from django.test import Client
     from django.urls import reverse
 
-    from materials.arrays import load_records
-    from materials.decisions import rule_from_metrics
-    from materials.inference import classify_material
+    from materials.learning.arrays import load_records
+    from materials.learning.decisions import rule_from_metrics
+    from materials.learning.inference import classify_material
     from materials.models import Prediction
 
     spectrum, material = training_spectrum()
@@ -338,7 +338,7 @@ def test_the_model_page_reports_calibration_on_test_and_the_reliability_diagram(
 
 
 def test_stored_predictions_are_listed_with_the_calibrated_probability_and_decision(client, trained_world):
-    from materials.decisions import rule_from_metrics
+    from materials.learning.decisions import rule_from_metrics
     from materials.models import Prediction
 
     spectrum, material = training_spectrum()

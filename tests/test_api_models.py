@@ -78,7 +78,7 @@ def test_retrain_validation(staff, trained_world):
 
 def test_promote_answers_202_with_the_job_that_promoted(staff, trained_world, django_capture_on_commit_callbacks):
     """Promotion is synchronous from every entry point (API, admin, CLI): the 202 carries a finished job."""
-    from materials.training import request_training, train_model_version
+    from materials.learning.training import request_training, train_model_version
 
     run = request_training("svm-sg", {"C": 2.0})
     train_model_version(run.pk)

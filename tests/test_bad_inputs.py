@@ -174,7 +174,7 @@ def prior(trained_world, db):
     """The composition + symmetry prior a screening ranks with (rolled back after the test)."""
     from unittest import mock
 
-    from materials import training
+    from materials.learning import training
 
     with mock.patch("materials.tasks.base.enqueue_on_commit"):
         run = training.request_training("type-only")

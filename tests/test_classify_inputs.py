@@ -1,5 +1,5 @@
-"""What a material submitted to classify may be (``materials.classify_inputs``), and reading the
-files it comes in (``materials.spectrum_files``, ``materials.structure_files``): the rules
+"""What a material submitted to classify may be (``materials.learning.classify_inputs``), and reading the
+files it comes in (``materials.ingest.spectrum_files``, ``materials.ingest.structure_files``): the rules
 ``POST /api/classify/`` and ``manage.py classify`` share. Each bad input gets its own error,
 naming the field (and the element) at fault. No database, no model: these are the checks made
 before a model is asked.
@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from materials.classify_inputs import (
+from materials.ingest.structure_files import StructureFileError, read_structure, space_group_number
+from materials.learning.classify_inputs import (
     ClassifyInputError,
     check_submission,
     read_request,
     read_structure_upload,
     spectra_from_files,
 )
-from materials.structure_files import StructureFileError, read_structure, space_group_number
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 

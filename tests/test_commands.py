@@ -12,7 +12,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from materials.inference import classifiable_materials
+from materials.learning.inference import classifiable_materials
 from materials.models import Job, ModelVersion, Prediction, Status, TrainingRun
 
 pytestmark = pytest.mark.django_db(transaction=True)

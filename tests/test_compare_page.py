@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 from django.urls import reverse
 
-from materials.findings import SUMMARY
+from materials.learning.findings import SUMMARY
 from materials.models import Dataset, ModelVersion
 from mlcore.evaluate import paired_bootstrap_difference
 

@@ -15,9 +15,9 @@ import pytest
 from django.core.management import call_command
 from pymatgen.core import Lattice, Structure
 
-from materials.feff import FeffError
 from materials.models import Job, Material, Spectrum, Status
-from materials.spectra_compute import (
+from materials.spectra.feff import FeffError
+from materials.spectra.spectra_compute import (
     compute_material_spectra,
     materials_lacking_spectra,
     missing_spectra,

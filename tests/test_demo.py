@@ -16,7 +16,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from materials.inference import unpredicted_ids
+from materials.learning.inference import unpredicted_ids
 from materials.models import Material, ModelVersion, Prediction, ScreeningBatch, Status
 from tests.conftest import make_subset
 

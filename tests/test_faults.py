@@ -102,7 +102,7 @@ def media(tmp_path, settings):
 
 @pytest.fixture
 def bundled(tmp_path):
-    from materials.bundled import load_bundled
+    from materials.ingest.bundled import load_bundled
 
     load_bundled(make_subset(tmp_path / "data", n_compounds=30, n_extra_materiae=150))
 
@@ -113,7 +113,7 @@ def finished(model, pk):
 
 def assert_artifacts_sound(media: Path) -> None:
     """Every trained model points to a complete artifact, and no partial file is left."""
-    from materials.artifacts import read_bundle
+    from materials.learning.artifacts import read_bundle
 
     for version in ModelVersion.objects.filter(status=ModelVersion.State.READY) | ModelVersion.objects.filter(
         is_production=True
@@ -147,7 +147,7 @@ def test_kill_9_of_the_process_training_a_model_requeues_the_task_and_the_retry_
     raced a training that could finish between two polls."""
     import psycopg
 
-    from materials.training import request_training
+    from materials.learning.training import request_training
     from tests.workers import test_database_url
 
     env = {"MEDIA_ROOT": str(media)}
@@ -199,7 +199,7 @@ sys.path.insert(0, {str(REPO)!r})
 os.environ["DJANGO_SETTINGS_MODULE"] = "screening.settings"
 os.environ["MEDIA_ROOT"] = {str(media)!r}
 import django; django.setup()
-from materials import artifacts
+from materials.learning import artifacts
 
 class Model:
     def save(self, path):
@@ -226,7 +226,7 @@ artifacts.write_bundle("models/model-1.zip", artifacts.ModelBundle(kind="type-on
     leftovers = sorted(p.name for p in models.iterdir())
     assert leftovers and all(name.startswith(".partial-") for name in leftovers), leftovers
 
-    from materials import artifacts
+    from materials.learning import artifacts
     from mlcore.models import make_model
 
     settings.MEDIA_ROOT = str(media)
@@ -527,7 +527,7 @@ def test_two_trainings_of_one_split_at_once_run_one_after_the_other(bundled, bro
     """Two retrains queued together on a worker that could run both: the second waits
     (still pending, with a "queued" message) while the first trains. The lock is a
     PostgreSQL advisory lock, which this test also holds itself for a while."""
-    from materials.training import TRAINING_LOCK_NAMESPACE, get_or_create_split, request_training
+    from materials.learning.training import TRAINING_LOCK_NAMESPACE, get_or_create_split, request_training
 
     dataset = get_or_create_split()
     lock_id = (TRAINING_LOCK_NAMESPACE << 32) | dataset.pk
@@ -554,7 +554,7 @@ def test_concurrent_promotions_leave_exactly_one_production_model():
         pytest.skip("row locks and concurrent transactions need PostgreSQL")
     from django.db import connections
 
-    from materials.training import promote
+    from materials.learning.training import promote
 
     versions = [
         ModelVersion.objects.create(kind="type-only", status=ModelVersion.State.READY, artifact=f"models/m{i}.zip")
@@ -588,9 +588,9 @@ def test_two_workers_classifying_the_same_materials_write_each_prediction_once(b
     """Two jobs classify the same materials in the same chunks on two workers at once: the
     unique constraint on (material, model_version) and ``ON CONFLICT DO NOTHING`` keep one
     prediction per material, and the jobs' counts add up to exactly that."""
-    from materials.inference import chunked, classifiable_materials, unpredicted_ids
+    from materials.learning.inference import chunked, classifiable_materials, unpredicted_ids
+    from materials.learning.training import request_training, train_model_version
     from materials.tasks.classify import classify_chunk
-    from materials.training import request_training, train_model_version
 
     run = request_training("type-only", {"max_iter": 30})
     train_model_version(run.pk)  # here, in-process: no train worker in this test

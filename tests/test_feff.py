@@ -1,4 +1,4 @@
-"""The FEFF pipeline (``materials/feff.py``): checks before FEFF runs, symmetry,
+"""The FEFF pipeline (``materials/spectra/feff.py``): checks before FEFF runs, symmetry,
 site averaging, and real FEFF runs on tiny structures (seconds each)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from materials import feff
-from materials.feff import FeffError, SiteSpectrum, compute_k_edge_xanes
+from materials.spectra import feff
+from materials.spectra.feff import FeffError, SiteSpectrum, compute_k_edge_xanes
 from tests.conftest import DATA
 
 
@@ -26,7 +26,7 @@ def head_start_line(reduced_formula: str, element: str) -> dict:
 
 
 def mineral(amcsd_id: int) -> Structure:
-    """The primitive cell ``materials/bundled.py`` stores for an AMCSD compound."""
+    """The primitive cell ``materials/ingest/bundled.py`` stores for an AMCSD compound."""
     from larixite.amcsd import get_amcsd
     from pymatgen.io.cif import CifParser
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Structure
 
-from materials.feff import compute_k_edge_xanes
+from materials.spectra.feff import compute_k_edge_xanes
 from mlcore.spectrum import edge_energy_ev
 from tests.conftest import REPO
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from materials.catalogues import CatalogueFormatError
-from materials.icsd_quality import (
+from materials.ingest.catalogues import CatalogueFormatError
+from materials.ingest.icsd_quality import (
     check_quality,
     metadata_from_cif,
     normalize_metadata,

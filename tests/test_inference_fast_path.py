@@ -4,18 +4,18 @@ path (ORM rows, per-spectrum preprocessing) gives, on the bundled subset."""
 import numpy as np
 import pytest
 
-from materials.arrays import load_records, load_spectra_arrays
-from materials.bundled import load_bundled
 from materials.fields import to_bytes
-from materials.inference import (
+from materials.ingest.bundled import load_bundled
+from materials.learning.arrays import load_records, load_spectra_arrays
+from materials.learning.inference import (
     classifiable_materials,
     classify_ids,
     load_bundle,
     predict_records,
     transform_arrays,
 )
+from materials.learning.training import request_training, train_model_version, transform_records
 from materials.models import Material, ModelVersion, Prediction, Spectrum
-from materials.training import request_training, train_model_version, transform_records
 from mlcore.elements import element_index
 from tests.conftest import make_subset
 

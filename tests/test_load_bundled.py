@@ -103,7 +103,7 @@ def test_it_rejects_a_missing_data_folder(tmp_path):
 
 @pytest.mark.django_db
 def test_extension_spectra_carry_their_own_release_and_library_versions(data_subset):
-    from materials.bundled import FEFF_EXTENSION_RELEASE, FEFF_HEAD_START_RELEASE
+    from materials.ingest.bundled import FEFF_EXTENSION_RELEASE, FEFF_HEAD_START_RELEASE
     from tests.conftest import DATA
 
     head_start = (data_subset / "spectra" / "spectra.jsonl").read_text().splitlines()

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from django.db import IntegrityError, transaction
 
-from materials.labels import binary_class, training_label
+from materials.ingest.labels import binary_class, training_label
 from materials.models import Material, ModelVersion, Spectrum, TopologyLabel
 
 

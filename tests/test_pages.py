@@ -41,8 +41,8 @@ class Site:
 
 def train(kind: str, hyperparameters: dict | None = None):
     """Train one model version in-process (no broker, no on_commit), as a worker would."""
-    from materials import training
-    from materials.inference import classify_ids, unpredicted_ids
+    from materials.learning import training
+    from materials.learning.inference import classify_ids, unpredicted_ids
     from materials.tasks.base import run_tracked
 
     with mock.patch("materials.tasks.base.enqueue_on_commit"):
@@ -60,9 +60,9 @@ def build_site(tmp: Path) -> Site:
     """Load the bundled subset, train and promote a real model, and record a screening."""
     from django.contrib.auth import get_user_model
 
-    from materials.bundled import load_bundled
+    from materials.ingest.bundled import load_bundled
+    from materials.learning.training import promote
     from materials.models import Material, Prediction, ScreeningBatch, ScreeningRow
-    from materials.training import promote
 
     load_bundled(make_subset(tmp / "data", n_compounds=40))
     production = promote(train("svm-sg").pk)
@@ -109,7 +109,7 @@ def build_site(tmp: Path) -> Site:
 def add_unlabelled_twins(*versions, count: int = 4) -> list:
     """Candidates: copies of a few bundled compounds (structure and spectra) that no
     catalogue labels, as a screened mineral is, classified by each model."""
-    from materials.inference import classify_ids
+    from materials.learning.inference import classify_ids
     from materials.models import Material, Spectrum
 
     twins = []
@@ -165,7 +165,7 @@ def plain_element_filters(monkeypatch):
     sequences are not reset between tests), so whether it applied, adding a query, depended
     on which tests ran before (a full bundled load reaches id 31,000). Tests of ElementKeys
     switch it on themselves."""
-    from materials import candidates
+    from materials.web import candidates
 
     monkeypatch.setattr(candidates.ElementKeys, "MIN_TABLE_ID", PLAIN_FILTERS)
     candidates.element_keys.clear()
@@ -383,8 +383,8 @@ def test_element_filters_through_the_key_cache_match_the_plain_filters(site, mon
     """On a large PostgreSQL table element filters go through ElementKeys; force it here."""
     from django.db import connection
 
-    from materials import candidates
     from materials.models import Material
+    from materials.web import candidates
 
     if connection.vendor != "postgresql":
         pytest.skip("ElementKeys applies to PostgreSQL only; SQLite always uses the LIKE filters")
@@ -394,7 +394,7 @@ def test_element_filters_through_the_key_cache_match_the_plain_filters(site, mon
         key=lambda e: sum(e in p.material.elements for p in everything),
     )
     other = next(e for e in everything[0].material.elements if e != common)
-    from materials.ranking import RankFilter, RankQuery
+    from materials.learning.ranking import RankFilter, RankQuery
 
     cases = [
         RankFilter(include=(common,)),
@@ -426,8 +426,8 @@ def test_element_filters_through_the_key_cache_match_the_plain_filters(site, mon
 
 @pytest.mark.django_db
 def test_candidate_pages_do_not_count_and_end_with_an_empty_state(client, site, django_assert_max_num_queries):
-    from materials.candidates import candidate_page
-    from materials.ranking import RankFilter
+    from materials.learning.ranking import RankFilter
+    from materials.web.candidates import candidate_page
 
     everything = ranked_predictions(site.production)
     page = candidate_page(site.production, RankFilter(label="all"), 2, page_size=5)
@@ -758,7 +758,7 @@ def test_plotly_js_is_served_locally_from_the_plotly_package(client):
 
 
 def test_periodic_table_layout_gives_every_element_its_own_cell():
-    from materials.figures import ATOMIC_NUMBER, POSITIONS
+    from materials.web.figures import ATOMIC_NUMBER, POSITIONS
 
     assert len(ATOMIC_NUMBER) == 118
     assert len(set(POSITIONS.values())) == 118
@@ -767,7 +767,7 @@ def test_periodic_table_layout_gives_every_element_its_own_cell():
 
 
 def test_figures_from_stored_metrics():
-    from materials import figures
+    from materials.web import figures
 
     roc = {
         "false_positive_rate": [0.0, 0.0, 0.5, 1.0],

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from materials.decisions import raw_bounds, uncalibrate
+from materials.learning.decisions import raw_bounds, uncalibrate
 from mlcore.calibration import Calibrator
 from mlcore.decision import NEVER_HIGH, NEVER_LOW, Band, DecisionRule
 

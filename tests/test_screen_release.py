@@ -34,7 +34,7 @@ AMCSD_ENTRIES = [3, 4, 5, 116]
 def train_prior():
     from unittest import mock
 
-    from materials import training
+    from materials.learning import training
 
     with mock.patch("materials.tasks.base.enqueue_on_commit"):
         run = training.request_training("type-only")
@@ -45,7 +45,7 @@ def train_prior():
 @pytest.fixture
 def models(settings, tmp_path):
     """The bundled subset, a type-only prior and a promoted spectral model (SVM-sg)."""
-    from materials.bundled import load_bundled
+    from materials.ingest.bundled import load_bundled
 
     settings.MEDIA_ROOT = str(tmp_path / "media")
     load_bundled(make_subset(tmp_path / "data", n_compounds=30))

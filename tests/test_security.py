@@ -323,7 +323,7 @@ def test_request_bodies_and_uploads_have_limits():
 
 @pytest.fixture
 def bundle(settings, tmp_path):
-    from materials.artifacts import ModelBundle, write_bundle
+    from materials.learning.artifacts import ModelBundle, write_bundle
     from mlcore.models import make_model
 
     settings.MEDIA_ROOT = str(tmp_path / "media")
@@ -349,7 +349,7 @@ def _fit(model) -> None:
 
 
 def test_artifacts_load_only_from_media_root(bundle, settings, tmp_path):
-    from materials.artifacts import read_bundle
+    from materials.learning.artifacts import read_bundle
 
     name, sha = bundle
     assert read_bundle(name, sha).kind == "type-only"
@@ -363,7 +363,7 @@ def test_artifacts_load_only_from_media_root(bundle, settings, tmp_path):
 
 
 def test_a_tampered_artifact_is_refused(bundle, settings):
-    from materials.artifacts import read_bundle
+    from materials.learning.artifacts import read_bundle
 
     name, sha = bundle
     path = Path(settings.MEDIA_ROOT) / name
@@ -376,7 +376,7 @@ def test_a_tampered_artifact_is_refused(bundle, settings):
 
 @pytest.mark.django_db
 def test_the_api_answers_503_when_the_production_artifact_is_tampered(bundle, settings):
-    from materials.inference import _cached_bundle
+    from materials.learning.inference import _cached_bundle
 
     name, sha = bundle
     ModelVersion.objects.create(

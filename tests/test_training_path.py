@@ -4,16 +4,16 @@ trained on the split's stored catalogue prior, the benchmark's schedule by defau
 import numpy as np
 import pytest
 
-from materials.artifacts import read_bundle
-from materials.bundled import load_bundled
-from materials.models import Dataset, ModelVersion, TrainingRun
-from materials.training import (
+from materials.ingest.bundled import load_bundled
+from materials.learning.artifacts import read_bundle
+from materials.learning.training import (
     best_by_validation,
     catalogue_training_records,
     get_or_create_split,
     split_records,
     train_model_version,
 )
+from materials.models import Dataset, ModelVersion, TrainingRun
 from mlcore.training import CNN_SCHEDULE, hyperparameters_for
 from tests.conftest import make_subset
 

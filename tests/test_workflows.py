@@ -9,9 +9,9 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
-from materials.bundled import load_bundled
+from materials.ingest.bundled import load_bundled
+from materials.learning.training import request_training
 from materials.models import Job, Material, ModelVersion, Prediction, Status, TrainingRun
-from materials.training import request_training
 from tests.conftest import make_subset
 from tests.workers import celery_worker, private_broker, wait_for  # noqa: F401 (a fixture)
 

@@ -1,8 +1,8 @@
 """POST /api/classify/: one submitted material (JSON spectra or uploaded CSV/XDI files, with a
 formula, space group or structure) classified by the production model, or by a model that can
 use the composition when only some elements have spectra. The view only reads the request and
-serialises the answer: the checks live in :mod:`materials.classify_inputs` and the answer in
-:func:`materials.classify.classify_submission`, which ``manage.py classify`` calls too.
+serialises the answer: the checks live in :mod:`materials.learning.classify_inputs` and the answer in
+:func:`materials.learning.classify.classify_submission`, which ``manage.py classify`` calls too.
 """
 
 from __future__ import annotations
@@ -17,8 +17,13 @@ from materials.api.exceptions import ServiceUnavailable
 from materials.api.parsers import LimitedJSONParser, LimitedMultiPartParser
 from materials.api.throttles import DEFAULT_THROTTLES, ClassifyThrottle
 from materials.api.views import APIMixin
-from materials.classify import ModelUnavailable, classify_submission, production_model
-from materials.classify_inputs import ClassifyInputError, check_submission, read_structure_upload, spectra_from_files
+from materials.learning.classify import ModelUnavailable, classify_submission, production_model
+from materials.learning.classify_inputs import (
+    ClassifyInputError,
+    check_submission,
+    read_structure_upload,
+    spectra_from_files,
+)
 
 
 @extend_schema(

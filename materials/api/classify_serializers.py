@@ -1,6 +1,6 @@
 """Serializers of POST /api/classify/: the request (JSON spectra, or uploads) and the answer
 (calibrated probability, decision, reasons). What a valid request is lives in
-:mod:`materials.classify_inputs`, shared with ``manage.py classify``: the request serializer
+:mod:`materials.learning.classify_inputs`, shared with ``manage.py classify``: the request serializer
 declares the fields for the schema and hands the body to it.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from materials.classify_inputs import MAX_POINTS, ClassifyInputError, read_request
+from materials.learning.classify_inputs import MAX_POINTS, ClassifyInputError, read_request
 from materials.models import BINARY_CLASSES
 from mlcore.decision import DECISIONS, REASON_CODES
 from mlcore.spectrum import MIN_POINTS
@@ -64,7 +64,7 @@ class ClassifyRequestSerializer(serializers.Serializer):
     )
 
     def to_internal_value(self, data):
-        """The checked :class:`~materials.classify_inputs.Submission` (one set of rules with the CLI)."""
+        """The checked :class:`~materials.learning.classify_inputs.Submission` (one set of rules with the CLI)."""
         try:
             return read_request(data)
         except ClassifyInputError as error:

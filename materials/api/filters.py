@@ -12,15 +12,15 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework.exceptions import ValidationError
 from rest_framework.filters import OrderingFilter
 
+from materials.learning.ranking import RankFilter
 from materials.models import BINARY_CLASSES, Material, ModelVersion, Prediction, Spectrum, TopologyLabel
-from materials.ranking import RankFilter
 from mlcore.decision import DECISIONS
 from mlcore.elements import ELEMENTS
 from mlcore.symmetry import CRYSTAL_SYSTEMS
 
 MAX_ID = 2**62
 LABEL_CHOICES = [*BINARY_CLASSES, ("unlabelled", "Unlabelled")]
-#: A ranking's label scope (``materials.ranking.LABEL_SCOPES``).
+#: A ranking's label scope (``materials.learning.ranking.LABEL_SCOPES``).
 SCOPE_CHOICES = [*LABEL_CHOICES, ("labelled", "Labelled"), ("all", "All")]
 DECISION_CHOICES = [(decision, decision) for decision in DECISIONS]
 ELEMENT_LIST_SCHEMA = {
@@ -207,7 +207,7 @@ def production_model_id():
 
 class PredictionFilter(django_filters.FilterSet):
     """The ranking's filters as query parameters; ``rank_filter`` turns them into the
-    ``materials.ranking.RankFilter`` the page and the screenings use too."""
+    ``materials.learning.ranking.RankFilter`` the page and the screenings use too."""
 
     model = extend_schema_field(bounded_int(1, MAX_ID, "Model version id; the production model when omitted."))(
         IntegerFilter(field_name="model_version_id", min_value=1, max_value=MAX_ID)

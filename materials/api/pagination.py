@@ -88,7 +88,7 @@ class SmallPagePagination(StrictPageSizeMixin, PageNumberPagination):
 
 
 class PredictionQueryPagination(PredictionCursorPagination):
-    """DRF's cursor pagination, run on a ``materials.ranking.RankQuery`` instead of a
+    """DRF's cursor pagination, run on a ``materials.learning.ranking.RankQuery`` instead of a
     queryset (same cursors, same position/offset rules, same links)."""
 
     def paginate_query(self, query, request, view=None):

@@ -1,5 +1,5 @@
 """Request parsers with a size limit. (Uploaded spectrum files are read by
-:mod:`materials.spectrum_files`.)
+:mod:`materials.ingest.spectrum_files`.)
 
 Size limits. DRF streams a JSON body straight into the parser, so Django's
 ``DATA_UPLOAD_MAX_MEMORY_SIZE`` never applies to it, and Django's multipart parser

@@ -126,7 +126,7 @@ class ScreeningAcceptedSerializer(serializers.Serializer):
 
 
 class ScreeningRowSerializer(DecidedFieldsMixin, serializers.Serializer):
-    """One ranked row of a screening (``materials.ranking.RankedRow``)."""
+    """One ranked row of a screening (``materials.learning.ranking.RankedRow``)."""
 
     material_id = serializers.IntegerField()
     formula = serializers.CharField(source="reduced_formula")

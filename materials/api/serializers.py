@@ -9,6 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
+from materials.learning.ranking import LABEL_OUT
 from materials.models import (
     BINARY_CLASSES,
     ElementMetric,
@@ -20,7 +21,6 @@ from materials.models import (
     TopologyLabel,
     TrainingRun,
 )
-from materials.ranking import LABEL_OUT
 from mlcore.decision import DECISIONS, REASON_CODES
 
 MAX_POINTS = 20_000
@@ -269,7 +269,7 @@ class ReasonSerializer(serializers.Serializer):
 
 
 class DecidedFieldsMixin(serializers.Serializer):
-    """What every ranked row carries beside its stored (raw) probability (``materials.ranking``)."""
+    """What every ranked row carries beside its stored (raw) probability (``materials.learning.ranking``)."""
 
     calibrated_probability = serializers.FloatField(
         allow_null=True,
@@ -289,7 +289,7 @@ class DecidedFieldsMixin(serializers.Serializer):
 class PredictionSerializer(DecidedFieldsMixin, serializers.Serializer):
     """One ranked prediction with the facts of its material that clients filter on.
 
-    Reads the rows of ``materials.ranking.RankQuery`` (decided in bulk) and builds each dict directly: the
+    Reads the rows of ``materials.learning.ranking.RankQuery`` (decided in bulk) and builds each dict directly: the
     predictions list is the API's hottest path (see bench/bench_api.py).
     """
 

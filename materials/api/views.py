@@ -38,6 +38,7 @@ from materials.api.parsers import LimitedJSONParser
 from materials.api.permissions import IsStaffWithPermission
 from materials.api.schema import APIAutoSchema
 from materials.api.throttles import DEFAULT_THROTTLES, LoginThrottle
+from materials.learning.ranking import RankQuery
 from materials.models import (
     Job,
     Material,
@@ -47,7 +48,6 @@ from materials.models import (
     TopologyLabel,
     TrainingRun,
 )
-from materials.ranking import RankQuery
 from mlcore.decision import DECISIONS
 
 
@@ -187,7 +187,7 @@ class ModelVersionViewSet(APIMixin, viewsets.ReadOnlyModelViewSet):
             hyperparameters = body.validated_data["hyperparameters"]
         else:
             hyperparameters = version.hyperparameters if kind == version.kind else {}
-        from materials.training import request_training
+        from materials.learning.training import request_training
 
         with transaction.atomic():
             try:
@@ -300,7 +300,7 @@ FORMAT_PARAMETER = OpenApiParameter(
 class PredictionViewSet(APIMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     """Predictions of one model (the production model by default)."""
 
-    queryset = Prediction.objects.none()  # for the schema; rows come from materials.ranking.RankQuery
+    queryset = Prediction.objects.none()  # for the schema; rows come from materials.learning.ranking.RankQuery
     serializer_class = s.PredictionSerializer
     filterset_class = PredictionFilter
     filter_backends = [FilterBackend, StableOrderingFilter]
@@ -391,7 +391,7 @@ class PredictionViewSet(APIMixin, mixins.ListModelMixin, viewsets.GenericViewSet
 
 
 def export_row(row) -> tuple:
-    """A ranked row (``materials.ranking.RankedRow``) in PREDICTION_EXPORT_COLUMNS order."""
+    """A ranked row (``materials.learning.ranking.RankedRow``) in PREDICTION_EXPORT_COLUMNS order."""
     return (
         row.material_id,
         row.reduced_formula,

@@ -5,7 +5,7 @@ document (structure, symmetry, ICSD ids) and the K-edge XANES of every element f
 MP's XAS endpoint (element spectra, site-weighted over inequivalent sites), and keeps
 the material only if every element has a spectrum: the paper's rule for a usable
 sample. Where ICSD metadata is supplied, the paper's ICSD quality filter
-(``materials.icsd_quality``) applies too.
+(``materials.ingest.icsd_quality``) applies too.
 
 The steps live next door: ``mp_http`` (configuration, throttle, retries), ``mp_documents``
 (reading ids and documents) and ``mp_store`` (what is stored, storing). ``manage.py
@@ -89,7 +89,7 @@ class MPIngestion:
         ``callable(stage, done, total)``, called after each material is handled (its
         transaction committed); ``materials.progress.StageProgress`` draws a bar.
     icsd_metadata
-        ``{icsd_id: metadata}`` (``materials.icsd_quality.read_icsd_metadata``). A
+        ``{icsd_id: metadata}`` (``materials.ingest.icsd_quality.read_icsd_metadata``). A
         material with metadata for some of its ICSD ids is kept only if one of them
         passes the quality filter; one with none is not filtered.
     session
@@ -273,7 +273,7 @@ class MPIngestion:
         return ""
 
     def _quality_exclusion(self, material: FetchedMaterial) -> str:
-        from materials.icsd_quality import check_quality
+        from materials.ingest.icsd_quality import check_quality
 
         stored = Material.objects.filter(mp_id=material.mp_id).values_list("icsd_ids", flat=True).first() or []
         ids = list(dict.fromkeys([*material.icsd_ids, *stored]))
@@ -291,7 +291,7 @@ def run_job(job) -> dict:
     ``IngestConfig`` tunables) and ``icsd_metadata`` (a CSV path the worker can read).
     The API key and endpoint come from the worker's settings.
     """
-    from materials.icsd_quality import read_icsd_metadata
+    from materials.ingest.icsd_quality import read_icsd_metadata
 
     parameters = job.parameters or {}
     metadata = None

@@ -11,7 +11,7 @@ One module per part, all importable from here (``from materials.models import Ma
 and ``screenings`` (ScreeningBatch, ScreeningRow).
 """
 
-from materials.labels import TOPOLOGICAL, TRIVIAL
+from materials.ingest.labels import TOPOLOGICAL, TRIVIAL
 from materials.models.compounds import (
     BINARY_CLASSES,
     TRAINING_SOURCES,

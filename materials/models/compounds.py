@@ -7,7 +7,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from materials.fields import Float32ArrayField
-from materials.labels import TOPOLOGICAL, TRIVIAL, training_label
+from materials.ingest.labels import TOPOLOGICAL, TRIVIAL, training_label
 
 BINARY_CLASSES = [(TOPOLOGICAL, "Topological"), (TRIVIAL, "Trivial")]
 

@@ -1,5 +1,5 @@
 """A screening's ranking as the page, the API and the CSV show it: its rows best first, each
-with the calibrated probability and decision of the model that gave it (``materials.ranking``
+with the calibrated probability and decision of the model that gave it (``materials.learning.ranking``
 ranks; this module names the columns, the batch's models and the stage counts)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 import csv
 import io
 
+from materials.learning.ranking import RankFilter, RankQuery, screening_rule_annotations
 from materials.models import ScreeningBatch
-from materials.ranking import RankFilter, RankQuery, screening_rule_annotations
 
 COLUMNS = [
     "rank",

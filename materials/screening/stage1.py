@@ -99,7 +99,7 @@ def apply_quality_filter(summaries: list[StructureSummary], metadata_csv: str | 
     """The paper's ICSD quality filter, for entries the metadata CSV describes."""
     if not metadata_csv:
         return summaries
-    from materials.icsd_quality import metadata_by_icsd_id, passes_quality_filter
+    from materials.ingest.icsd_quality import metadata_by_icsd_id, passes_quality_filter
 
     metadata = metadata_by_icsd_id(metadata_csv)
     kept = []
@@ -249,7 +249,7 @@ def prior_model() -> ModelVersion:
 def apply_prior(batch: ScreeningBatch, prior: ModelVersion) -> int:
     """Predict every row's material with the prior (what is not predicted yet) and copy
     the probabilities onto the rows; returns how many predictions were written."""
-    from materials.inference import chunked, classify_ids
+    from materials.learning.inference import chunked, classify_ids
 
     ids = list(batch.rows.values_list("material_id", flat=True))
     written = 0

@@ -29,12 +29,12 @@ from django.db import connection, transaction
 from django.db.models import F, FloatField, OuterRef, Subquery, Value
 from django.db.models.functions import Abs, Concat
 
-from materials import feff
 from materials.models import Job, Material, ModelVersion, Prediction, ScreeningBatch, ScreeningRow, Status
 from materials.screening.processes import django_on_database
 from materials.screening.release import read_files
 from materials.screening.structures import parse_cif
-from materials.spectra_compute import missing_spectra
+from materials.spectra import feff
+from materials.spectra.spectra_compute import missing_spectra
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def model_elements(version: ModelVersion | None) -> set[str] | None:
     """Elements the spectral model has a fitted window for (None: no restriction)."""
     if version is None:
         return None
-    from materials.inference import load_bundle
+    from materials.learning.inference import load_bundle
 
     preprocessor = load_bundle(version).preprocessor
     windows = getattr(preprocessor, "windows_ev_", None)
@@ -70,7 +70,7 @@ def batch_jobs(batch: ScreeningBatch):
 def classify_rows(batch: ScreeningBatch, version: ModelVersion, material_ids: list[int]) -> int:
     """Spectral predictions for materials with complete spectra; their rows move to the
     spectral stage. Returns how many rows moved."""
-    from materials.inference import classify_ids
+    from materials.learning.inference import classify_ids
 
     if not material_ids:
         return 0

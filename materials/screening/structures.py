@@ -9,7 +9,7 @@ goes through ``CifParser`` (the same answer, slower).
 
 ``parse_cif`` is stage 2's parse: the ordered primitive pymatgen ``Structure`` FEFF
 computes from, only for the budgeted materials. Both build a ``Structure`` with
-:func:`materials.structure_files.read_structure`, the one parse of a structure file.
+:func:`materials.ingest.structure_files.read_structure`, the one parse of a structure file.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from materials.structure_files import SYMPREC_ANGSTROM, read_structure, space_group_number
+from materials.ingest.structure_files import SYMPREC_ANGSTROM, read_structure, space_group_number
 from mlcore.elements import ELEMENTS
 
 #: Fractional distance under which two images of a site are the same position.

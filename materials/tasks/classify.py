@@ -1,6 +1,6 @@
 from celery import group, shared_task
 
-from materials.inference import chunked, classify_ids, unpredicted_ids
+from materials.learning.inference import chunked, classify_ids, unpredicted_ids
 from materials.models import Job, ModelVersion
 from materials.tasks.base import run_tracked
 
@@ -32,7 +32,7 @@ def classify_chunk(job_id: int, model_version_id: int, material_ids: list[int]) 
 
 @shared_task(name="materials.promote_model", time_limit=600)
 def promote_model(job_id: int, model_version_id: int) -> None:
-    from materials.training import promote
+    from materials.learning.training import promote
 
     job = Job.objects.get(pk=job_id)
     run_tracked(job, lambda: {"production": promote(model_version_id).pk})

@@ -31,7 +31,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from materials.models import Job, Status
-from materials.spectra_compute import SOFT_TIME_LIMIT_S, TIME_LIMIT_S, compute_job_spectrum
+from materials.spectra.spectra_compute import SOFT_TIME_LIMIT_S, TIME_LIMIT_S, compute_job_spectrum
 from materials.tasks.base import run_tracked
 
 MAX_ATTEMPTS = 3

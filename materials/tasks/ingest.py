@@ -6,7 +6,7 @@ ingestion skips materials already stored, label imports are upserts.
 
 from celery import shared_task
 
-from materials.catalogues import import_catalogue_file
+from materials.ingest.catalogues import import_catalogue_file
 from materials.ingest.mp import run_job
 from materials.models import Job
 from materials.tasks.base import run_tracked

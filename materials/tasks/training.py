@@ -1,9 +1,9 @@
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
+from materials.learning.training import QUEUED_MESSAGE, train_model_version, training_lock
 from materials.models import Status, TrainingRun
 from materials.tasks.base import run_tracked
-from materials.training import QUEUED_MESSAGE, train_model_version, training_lock
 
 
 @shared_task(name="materials.train_model", time_limit=3600, soft_time_limit=3500)

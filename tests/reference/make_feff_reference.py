@@ -1,6 +1,6 @@
 """Write the FEFF regression reference ``tests/reference/feff_fast_sr2sb_sr_k.json``.
 
-The reference is this project's FEFF pipeline (``materials.feff.compute_k_edge_xanes``,
+The reference is this project's FEFF pipeline (``materials.spectra.feff.compute_k_edge_xanes``,
 preset ``fast``, the inequivalent Sr site of largest multiplicity) on the primitive cell
 of Sr2Sb (AMCSD 10911, larixite's copy): six sites, about ten seconds of FEFF. The file
 keeps the structure itself, so the test does not depend on the AMCSD copy, and the
@@ -33,7 +33,7 @@ def main() -> None:
     from larixite.amcsd import get_amcsd
     from pymatgen.io.cif import CifParser
 
-    from materials.feff import compute_k_edge_xanes
+    from materials.spectra.feff import compute_k_edge_xanes
     from mlcore.spectrum import edge_energy_ev
 
     with warnings.catch_warnings():

@@ -9,8 +9,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import CommandError
 
+from materials.learning.ranking import RankFilter
 from materials.models import ScreeningBatch, Status
-from materials.ranking import RankFilter
 from materials.screening.ranking import batches, candidates_csv, ranked, stage_rows
 
 SHOWN = 10

@@ -1,7 +1,7 @@
 """``manage.py classify``: classify one material from spectrum files, as ``POST /api/classify/`` does.
 
-The same readers, checks and answer as the API (:mod:`materials.classify_inputs`,
-:func:`materials.classify.classify_submission`): a JSON file holds the API's request body
+The same readers, checks and answer as the API (:mod:`materials.learning.classify_inputs`,
+:func:`materials.learning.classify.classify_submission`): a JSON file holds the API's request body
 (``{"spectra": {"Co": {"energies_ev": [...], "mu": [...]}}, "formula": ..., "space_group": ...}``);
 CSV/text and XDI files are read like multipart uploads (one file per element, or an
 ``element, energy, mu`` table). Nothing is stored. Bad input stops with a message naming
@@ -16,8 +16,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from materials.classify import ModelUnavailable, classify_submission
-from materials.classify_inputs import (
+from materials.learning.classify import ModelUnavailable, classify_submission
+from materials.learning.classify_inputs import (
     ClassifyInputError,
     check_submission,
     read_request,

@@ -17,10 +17,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from materials import jobs
-from materials.feff import PRESETS
 from materials.models import Job, Status
 from materials.progress import StageProgress
-from materials.spectra_compute import TIME_LIMIT_S, plan_missing_spectra
+from materials.spectra.feff import PRESETS
+from materials.spectra.spectra_compute import TIME_LIMIT_S, plan_missing_spectra
 
 
 def _split(values: list[str] | None) -> list[str]:

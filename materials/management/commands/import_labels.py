@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import CommandError
 
-from materials.catalogues import CatalogueFormatError, RejectedRowsError, import_catalogue_file
+from materials.ingest.catalogues import CatalogueFormatError, RejectedRowsError, import_catalogue_file
 from materials.management.commands._examples import ExamplesCommand
 from materials.progress import StageProgress
 
@@ -14,7 +14,7 @@ File formats:
             told by the file name (*_case1*, *_case3*, *_tci*, *_ti*) or --raw-class
   tqc       CSV: icsd_id, formula, spacegroup, class (LCEBR, NLC, SEBR, ES, ESFD); mp_id optional
 
-Raw classes are kept; each maps to topological/trivial (materials/labels.py). Re-importing a file
+Raw classes are kept; each maps to topological/trivial (materials/ingest/labels.py). Re-importing a file
 changes nothing. Rows that cannot be read are listed as file:line: reason and the others imported,
 unless --strict. A file that cannot be read at all (not UTF-8, missing columns, no readable row)
 stops the import with nothing stored.

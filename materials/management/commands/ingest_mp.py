@@ -5,9 +5,9 @@ from django.conf import settings
 from django.core.management.base import CommandError
 
 from materials import jobs
-from materials.catalogues import CatalogueFormatError, read_text
-from materials.icsd_quality import read_icsd_metadata
 from materials.ingest import mp, mp_documents, mp_http, mp_store
+from materials.ingest.catalogues import CatalogueFormatError, read_text
+from materials.ingest.icsd_quality import read_icsd_metadata
 from materials.management.commands._examples import ExamplesCommand
 from materials.models import Job, Status
 from materials.progress import StageProgress

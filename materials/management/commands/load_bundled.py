@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from materials.bundled import DEFAULT_DATA_DIR, BundledDataError, load_bundled
+from materials.ingest.bundled import DEFAULT_DATA_DIR, BundledDataError, load_bundled
 from materials.models import TopologyLabel
 from materials.progress import StageProgress
 

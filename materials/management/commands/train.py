@@ -4,8 +4,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from materials import jobs
-from materials.models import Dataset, ModelVersion, Status, TrainingRun
-from materials.training import (
+from materials.learning.training import (
     DEFAULT_SPLIT,
     EVERY_KIND,
     best_by_validation,
@@ -13,6 +12,7 @@ from materials.training import (
     request_training,
     validation_score,
 )
+from materials.models import Dataset, ModelVersion, Status, TrainingRun
 from mlcore.training import hyperparameters_for
 
 

@@ -54,7 +54,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from materials.catalogues import CatalogueFormatError, Rejection, read_text
+from materials.ingest.catalogues import CatalogueFormatError, Rejection, read_text
 
 PRESSURE_RANGE_MPA = (0.09, 0.11)
 TEMPERATURE_RANGE_K = (285.0, 300.0)

@@ -11,9 +11,8 @@ from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
-from materials import candidates, figures, findings, pages
-from materials.decisions import rule_annotations, with_decisions
-from materials.forms import CandidateFilterForm
+from materials.learning import findings
+from materials.learning.decisions import rule_annotations, with_decisions
 from materials.models import (
     Dataset,
     Material,
@@ -23,7 +22,9 @@ from materials.models import (
     TopologyLabel,
     TrainingRun,
 )
-from materials.reliability import reliability_figure
+from materials.web import candidates, figures, pages
+from materials.web.forms import CandidateFilterForm
+from materials.web.reliability import reliability_figure
 
 RECENT = 5
 # A model's metrics JSON carries ROC points and the 2-D projection of every test

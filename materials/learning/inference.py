@@ -15,11 +15,11 @@ import numpy as np
 from django.db import connection, transaction
 from django.utils import timezone
 
-from materials.arrays import MaterialRecords, SpectraArrays, load_records, load_spectra_arrays
-from materials.artifacts import ModelBundle, read_bundle
-from materials.decisions import check_inputs, decide_one, decision_rule_for
+from materials.learning.arrays import MaterialRecords, SpectraArrays, load_records, load_spectra_arrays
+from materials.learning.artifacts import ModelBundle, read_bundle
+from materials.learning.decisions import check_inputs, decide_one, decision_rule_for
+from materials.learning.training import SPECTRAL_KINDS, transform_records
 from materials.models import TOPOLOGICAL, TRIVIAL, ElementMetric, Material, ModelVersion, Prediction
-from materials.training import SPECTRAL_KINDS, transform_records
 from mlcore.models import MODEL_KINDS
 
 logger = logging.getLogger(__name__)

@@ -1,8 +1,8 @@
-"""The /candidates/ page and its CSV: ``materials.ranking`` ranks, this module shows.
+"""The /candidates/ page and its CSV: ``materials.learning.ranking`` ranks, this module shows.
 
 The page asks for one row more than it shows to know whether a next page exists (it never
 counts the matches), and reads the trust hints of every row on the page with one
-``ElementMetric`` query. Rows are ``materials.ranking.RankedRow``: stored (raw) probability,
+``ElementMetric`` query. Rows are ``materials.learning.ranking.RankedRow``: stored (raw) probability,
 calibrated probability and decision.
 """
 
@@ -17,9 +17,9 @@ from html import escape  # the stdlib's: Django's lazy-aware escape() costs 3x p
 from django.urls import reverse
 from django.utils.safestring import mark_safe
 
-from materials.element_keys import ElementKeys, element_keys  # noqa: F401 - tests and bench/bench_web.py
+from materials.learning.element_keys import ElementKeys, element_keys  # noqa: F401 - tests and bench/bench_web.py
+from materials.learning.ranking import RankedRow, RankFilter, RankQuery, selected_material_ids  # noqa: F401
 from materials.models import ElementMetric, ModelVersion
-from materials.ranking import RankedRow, RankFilter, RankQuery, selected_material_ids  # noqa: F401
 
 PAGE_SIZE = 50
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from materials.spectrum_files import SpectrumFileError, read_spectrum_file
-from materials.structure_files import (
+from materials.ingest.spectrum_files import SpectrumFileError, read_spectrum_file
+from materials.ingest.structure_files import (
     StructureFileError,
     decode_structure,
     read_structure,
@@ -252,7 +252,7 @@ def _check_formula(formula: str | None, errors: dict):
 
 def spectra_from_files(files, element: str | None = None) -> dict[str, tuple[list, list]]:
     """Spectra by element from ``(name, raw bytes)`` spectrum files (CSV/text or XDI, read by
-    :func:`materials.spectrum_files.read_spectrum_file`); ``element`` names the absorber of
+    :func:`materials.ingest.spectrum_files.read_spectrum_file`); ``element`` names the absorber of
     two-column files."""
     if len(files) > MAX_SPECTRA:
         raise ClassifyInputError({"file": [f"at most {MAX_SPECTRA} files"]})

@@ -1,5 +1,5 @@
 """FEFF10 itself (``feff10-rs``): the presets, the input for one absorbing site (pymatgen's
-``MPXANESSet``) and one run of every FEFF stage. :mod:`materials.feff` builds an element's
+``MPXANESSet``) and one run of every FEFF stage. :mod:`materials.spectra.feff` builds an element's
 spectrum from these runs (structure checks, inequivalent sites, the site average).
 
 Presets

@@ -26,7 +26,7 @@ from pathlib import Path
 from django.db import transaction
 
 from materials.chemistry import parse_formula
-from materials.labels import binary_class
+from materials.ingest.labels import binary_class
 from materials.models import Material, TopologyLabel
 
 MATERIAE_COLUMNS = ["materiae_id", "formula", "spacegroup", "mp_id", "icsd_ids", "soc_topo_class", "nsoc_topo_class"]

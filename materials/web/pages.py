@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from materials import figures
 from materials.models import ElementMetric, Material, ModelVersion, Prediction, Spectrum
+from materials.web import figures
 from mlcore.spectrum import MIN_POINTS, find_e0
 
 logger = logging.getLogger(__name__)
@@ -309,7 +309,7 @@ def explain_material(material: Material, version: ModelVersion | None, spectra: 
     Never raises: a missing artifact, a spectrum outside the model's energy window or
     a model without spectra turn into a note the page shows.
     """
-    from materials.training import SPECTRAL_KINDS
+    from materials.learning.training import SPECTRAL_KINDS
 
     explanation = Explanation(version=version)
     if version is None:
@@ -325,8 +325,8 @@ def explain_material(material: Material, version: ModelVersion | None, spectra: 
         if not spectra:
             return explanation
     try:
-        from materials.arrays import load_records
-        from materials.inference import classify_material, load_bundle
+        from materials.learning.arrays import load_records
+        from materials.learning.inference import classify_material, load_bundle
 
         records = load_records([material.pk], with_spectra=version.kind in SPECTRAL_KINDS)
         classification = classify_material(version, records)
@@ -375,7 +375,7 @@ def explain_material(material: Material, version: ModelVersion | None, spectra: 
 def stored_prediction(material: Material, version_id: int):
     """The material's stored prediction by model ``version_id`` with its calibrated probability,
     decision and reasons (the predictions table's rule), or None."""
-    from materials.decisions import decide_rows, rule_from_metrics
+    from materials.learning.decisions import decide_rows, rule_from_metrics
 
     stored = Prediction.objects.filter(material=material, model_version_id=version_id)
     prediction = stored.select_related("model_version").first()

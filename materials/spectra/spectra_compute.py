@@ -1,5 +1,5 @@
 """Computing missing spectra of stored materials with FEFF (the Django side of
-``materials/feff.py``).
+``materials/spectra/feff.py``).
 
 ``compute_job_spectrum`` is what a ``feff`` task runs: a scratch directory and
 progress around ``compute_material_spectra``, which computes one element's K edge of
@@ -21,9 +21,9 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from materials import feff
-from materials.feff import FeffError
 from materials.models import Job, Material, Spectrum, elements_key
+from materials.spectra import feff
+from materials.spectra.feff import FeffError
 
 #: Seconds FEFF may take for one (material, element), every inequivalent site included.
 #: The ``mp`` preset took 53 min for the single Co site of LiCoO2 on the 2-core
@@ -97,7 +97,7 @@ def compute_material_spectra(
     element : str
         The absorbing element.
     preset : {"fast", "mp"}
-        FEFF settings (``materials.feff.PRESETS``).
+        FEFF settings (``materials.spectra.feff.PRESETS``).
     work_dir : path, optional
         Scratch folder for FEFF, owned by the caller.
     timeout_s : float, optional

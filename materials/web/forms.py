@@ -7,9 +7,9 @@ import re
 from django import forms
 from django.conf import settings
 
-from materials.figures import ATOMIC_NUMBER
+from materials.learning.ranking import RankFilter
 from materials.models import Material
-from materials.ranking import RankFilter
+from materials.web.figures import ATOMIC_NUMBER
 from mlcore.decision import DECISIONS
 
 CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic")

@@ -1,6 +1,6 @@
 """Element filters on a large materials table: ``ElementKeys`` turns "contains Bi and Se, not
 O" into the few ``elements_key`` values that satisfy it (PostgreSQL only), so the ranking
-(``materials.ranking``) looks them up in the btree index instead of scanning with LIKE."""
+(``materials.learning.ranking``) looks them up in the btree index instead of scanning with LIKE."""
 
 from __future__ import annotations
 

@@ -2,10 +2,11 @@
 ``manage.py classify`` give (the API serialises it, the command prints it or, with ``--json``,
 writes the API's body).
 
-Inputs are checked by :mod:`materials.classify_inputs` (a :class:`~materials.classify_inputs.Submission`);
+Inputs are checked by :mod:`materials.learning.classify_inputs`
+(a :class:`~materials.learning.classify_inputs.Submission`);
 :func:`classify_submission` adds what depends on the model (space group and composition for the
 kinds that read them, each spectrum's coverage of the model's window), runs
-:func:`materials.inference.classify_material` (the answering model, decide or abstain,
+:func:`materials.learning.inference.classify_material` (the answering model, decide or abstain,
 contributions) and returns the answer as plain JSON values: the calibrated probability, the raw
 one, the decision and its reasons, the answering model, the elements seen and missing, trust,
 edge offsets and warnings.
@@ -17,7 +18,7 @@ import json
 
 import numpy as np
 
-from materials.classify_inputs import ClassifyInputError, Submission
+from materials.learning.classify_inputs import ClassifyInputError, Submission
 from materials.models import ModelVersion
 from mlcore.models import MODEL_KINDS
 
@@ -37,7 +38,7 @@ def classify_submission(submission: Submission, version: ModelVersion | None = N
         Input this model cannot take (no space group for a model that reads it, a spectrum
         that does not cover the model's window...).
     """
-    from materials.inference import classify_material, load_bundle
+    from materials.learning.inference import classify_material, load_bundle
 
     if version is None:
         version = production_model()
@@ -127,8 +128,8 @@ def check_model_inputs(version: ModelVersion, bundle, submission: Submission) ->
 
 
 def records_for(submission: Submission):
-    """The submission as one row of :class:`materials.arrays.MaterialRecords` (unlabelled)."""
-    from materials.arrays import MaterialRecords
+    """The submission as one row of :class:`materials.learning.arrays.MaterialRecords` (unlabelled)."""
+    from materials.learning.arrays import MaterialRecords
     from mlcore.data import RawSpectrum
 
     spectra = [

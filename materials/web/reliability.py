@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import plotly.graph_objects as go
 
-from materials.figures import _layout
+from materials.web.figures import _layout
 
 
 def reliability_figure(calibration: Mapping) -> go.Figure | None:

@@ -25,9 +25,9 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 import mlcore
-from materials.arrays import MaterialRecords, load_records
-from materials.artifacts import ModelBundle, read_bundle, write_bundle
-from materials.decisions import decision_metrics
+from materials.learning.arrays import MaterialRecords, load_records
+from materials.learning.artifacts import ModelBundle, read_bundle, write_bundle
+from materials.learning.decisions import decision_metrics
 from materials.models import (
     Dataset,
     ElementMetric,
@@ -267,7 +267,8 @@ def train_model_version(run_id: int) -> None:
     p_test = fitted.predict_proba(records.test)
     threshold = float(evaluate.choose_threshold(records.validation.labels, p_validation))
     metrics = evaluation_metrics(fitted, records, p_validation, p_test, threshold)
-    # Calibration and abstain band (materials.decisions): fitted and chosen on validation only, measured on test.
+    # Calibration and abstain band (materials.learning.decisions): fitted and chosen on validation only,
+    # measured on test.
     rule = fit_decision_rule(records.validation.labels, p_validation, records.test.labels, p_test, threshold)
     metrics.update(decision_metrics(rule, fitted.preprocessor))
     relative, sha = write_bundle(

@@ -11,10 +11,10 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET
 
-from materials.forms import ScreeningUploadForm
 from materials.models import ModelVersion, ScreeningBatch
 from materials.screening.ranking import batches, candidates_csv, ranked, stage_rows, stage_two
-from materials.views import light, production_model
+from materials.web.forms import ScreeningUploadForm
+from materials.web.views import light, production_model
 
 SHOWN = 100
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 
 from django.db import connections
 
-from materials.decisions import (
+from materials.learning.decisions import (
     annotated_rule,
     decide_rows,
     raw_bounds,
@@ -38,7 +38,7 @@ from materials.decisions import (
     rule_from_metrics,
     rule_from_parts,
 )
-from materials.element_keys import element_keys
+from materials.learning.element_keys import element_keys
 from materials.models import Material, ModelVersion, Prediction, ScreeningRow
 from mlcore.decision import DECISIONS, DecisionRule
 

@@ -25,7 +25,7 @@ Limits (each raises :class:`FeffError` with the reason, before FEFF runs)
   a core hole) or any element beyond FEFF's atomic tables (Z > 103).
 * An absorber that is not in the structure.
 
-FEFF itself (presets, input, running one site) is in :mod:`materials.feff_run`; its names
+FEFF itself (presets, input, running one site) is in :mod:`materials.spectra.feff_run`; its names
 are importable from here too. This module imports nothing from Django, so scripts and
 workers can use it alone.
 """
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from materials.feff_run import (
+from materials.spectra.feff_run import (
     EDGE,
     PRESETS,
     FeffError,
@@ -307,7 +307,7 @@ def compute_k_edge_xanes(
     element : str
         The absorbing element's symbol.
     preset : {"fast", "mp"}
-        FEFF settings; see :mod:`materials.feff_run`.
+        FEFF settings; see :mod:`materials.spectra.feff_run`.
     sites : {"all", "largest"}
         ``"all"`` averages every inequivalent site by multiplicity (the Materials
         Project's element spectrum); ``"largest"`` computes only the site of largest

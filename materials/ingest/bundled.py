@@ -14,11 +14,11 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from materials import catalogues
-from materials.catalogues import read_text
 from materials.chemistry import parse_formula
+from materials.ingest import catalogues
+from materials.ingest.catalogues import read_text
+from materials.ingest.structure_files import StructureFileError, read_structure
 from materials.models import Material, Spectrum
-from materials.structure_files import StructureFileError, read_structure
 from mlcore.spectrum import SpectrumError, validate_spectrum
 
 DEFAULT_DATA_DIR = settings.BASE_DIR / "data"
