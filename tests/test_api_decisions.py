@@ -410,3 +410,49 @@ def test_a_spectrum_covering_half_the_models_window_abstains(client):
     whole = {"energies_ev": energies.tolist(), "mu": mu.tolist()}
     full = post_json(client, {**body, "spectra": {spectrum.element: whole}})
     assert not any("of the model's window" in reason["text"] for reason in full["reasons"])
+
+
+def test_the_api_the_command_and_the_material_page_give_one_answer_for_one_material(client, trained_world, tmp_path):
+    """One stored material, asked three ways: ``POST /api/classify/`` with its spectra, formula and
+    space group; ``manage.py classify`` on the same body as a file; and its page after the batch
+    path (``classify_ids``) stored its prediction. Same calibrated probability, decision and
+    reasons everywhere."""
+    import html
+    import io
+
+    from django.core.management import call_command
+    from django.test import Client
+    from django.urls import reverse
+
+    from materials.learning.inference import classify_ids
+    from materials.models import Material, Prediction
+
+    version = trained_world.version
+    material = Material.objects.filter(has_spectra=True).exclude(predictions__model_version=version).first()
+    material = material or Material.objects.filter(has_spectra=True).first()
+    Prediction.objects.filter(material=material, model_version=version).delete()
+    spectra = {
+        s.element: {"energies_ev": [float(e) for e in s.energies_ev], "mu": [float(m) for m in s.mu]}
+        for s in material.spectra.filter(source__in=["feff", "materials_project"])
+    }
+    body = {"spectra": spectra, "formula": material.formula, "space_group": material.space_group_number}
+
+    from_api = post_json(client, body)
+
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps(body))
+    out = io.StringIO()
+    call_command("classify", str(request), "--json", stdout=out)
+    assert json.loads(out.getvalue()) == from_api
+
+    assert classify_ids(version, [material.pk]) == 1
+    try:
+        page = html.unescape(Client().get(reverse("materials:material-detail", args=[material.pk])).content.decode())
+        answer = page[page.index('id="drivers-heading"') :]
+        assert "stored prediction gives" in answer
+        assert f"P(topological) = {from_api['probability']:.3f}" in answer
+        assert f'class="badge {from_api["decision"]}"' in page
+        for reason in from_api["reasons"]:
+            assert reason["text"] in answer, reason
+    finally:
+        Prediction.objects.filter(material=material, model_version=version).delete()
