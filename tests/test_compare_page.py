@@ -48,3 +48,11 @@ def test_compare_page_states_the_benchmark_finding_and_the_splits_paired_differe
     assert f"{expected['difference']:+.3f} [{expected['low']:+.3f}, {expected['high']:+.3f}]" in body
     summary = json.loads((settings.BASE_DIR / SUMMARY).read_text())
     assert summary["finding"] in body.replace("&#x27;", "'")
+
+
+def test_benchmarks_md_states_the_finding_the_compare_page_shows():
+    """One sentence, two places: BENCHMARKS.md "Model quality" and the compare page both read
+    as ``bench/results/summary.json`` says, so a rerun that changes the finding must update both."""
+    summary = json.loads((settings.BASE_DIR / SUMMARY).read_text())
+    benchmarks = (settings.BASE_DIR / "BENCHMARKS.md").read_text()
+    assert summary["finding"] in benchmarks
