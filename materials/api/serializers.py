@@ -23,9 +23,6 @@ from materials.models import (
 )
 from mlcore.decision import DECISIONS, REASON_CODES
 
-MAX_POINTS = 20_000
-MAX_SPECTRA = 20
-MAX_STRUCTURE_SITES = 500
 LABEL_OUT_CHOICES = ["topological", "trivial", "unlabelled"]
 
 
