@@ -27,8 +27,14 @@ logger = logging.getLogger(__name__)
 CHUNK_SIZE = 10_000
 #: Model kinds that read element fractions (parsed from formulas): the network, or its prior.
 COMPOSITION_KINDS = frozenset(name for name, kind in MODEL_KINDS.items() if kind.uses_composition or kind.uses_prior)
-#: Kinds that can answer for a material with spectra of only some of its elements, best first.
-PARTIAL_SPECTRA_KINDS = ("stacked", "cnn-sg-composition")
+#: Kinds that can answer for a material with spectra of only some of its elements (they read the
+#: composition too), best first: those with the catalogue prior before the others.
+PARTIAL_SPECTRA_KINDS = tuple(
+    sorted(
+        (name for name, kind in MODEL_KINDS.items() if kind.uses_spectra and kind.uses_composition),
+        key=lambda name: not MODEL_KINDS[name].uses_prior,
+    )
+)
 
 
 @lru_cache(maxsize=4)
